@@ -34,7 +34,7 @@ class GridConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> GridConfig:
-        for axis, n in zip("ZYX", self.shape):
+        for axis, n in zip("ZYX", self.shape, strict=True):
             if n < 8:
                 raise ValueError(f"shape[{axis}] must be >= 8 voxels, got {n}")
         return self
@@ -59,13 +59,24 @@ class SimConfig(StrictModel):
     """The whole, fully resolved configuration of a dataset."""
 
     name: str = Field(description="preset or experiment name, recorded in the manifest")
-    energy_ev: float = Field(517.0, ge=284.0, le=543.0, description="photon energy in eV (water window)")
+    energy_ev: float = Field(
+        517.0, ge=284.0, le=543.0, description="photon energy in eV (water window)"
+    )
     grid: GridConfig
     labels: LabelsConfig = LabelsConfig()
     phantom: PhantomConfig = PhantomConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     reconstruction: ReconstructionConfig = ReconstructionConfig()
     dataset: DatasetConfig = DatasetConfig()
+
+    @model_validator(mode="after")
+    def _check_sections(self) -> SimConfig:
+        """Cross-field checks: a section may define ``check_with(config)`` (e.g. vs the grid)."""
+        for name in ("phantom", "acquisition", "reconstruction", "dataset"):
+            check = getattr(getattr(self, name), "check_with", None)
+            if check is not None:
+                check(self)
+        return self
 
     def to_json(self) -> dict:
         """The resolved config as a JSON-safe dict (what the manifest records)."""
@@ -95,7 +106,9 @@ def _format_validation_error(err: ValidationError) -> str:
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 

@@ -37,7 +37,9 @@ class Dist(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> Dist:
-        kinds = [k for k in ("const", "normal", "uniform", "choice") if getattr(self, k) is not None]
+        kinds = [
+            k for k in ("const", "normal", "uniform", "choice") if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of const, normal, uniform, choice (got {kinds})")
         vals = [v for k in kinds for v in np.atleast_1d(getattr(self, k))]

@@ -1,0 +1,255 @@
+"""Executors: who runs :class:`~factory.dataset.shards.ShardBuilder` on which shards.
+
+* ``local``: one builder in this process, shards in order (debugging; the reference for bytes).
+* ``ray``: a pool of Ray actors, one builder each (``num_gpus`` per actor when the cluster has GPUs,
+  else a CPU share sized so that the pool never asks for more than the cluster has, fractional if
+  need be, so a 2-core machine does not hang). The driver keeps at most ``max_in_flight`` shard
+  tasks queued per actor (backpressure: a worker holds one sample at a time, so memory is bounded by
+  the worker count, not the dataset size). A task is one whole shard, written by the actor straight
+  to the destination (local disk or S3), so no volume travels through the object store or the
+  driver. Actors restart and their task is retried after a system failure (a killed process or
+  node); the shard is then written again from scratch under a new temporary name, with the same
+  bytes.
+
+Both executors pin torch's intra-op thread count to ``dataset.torch_threads`` so they compute the
+same bytes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from factory.dataset.shards import ShardBuilder, ShardSpec
+from factory.errors import UserError
+
+ProgressFn = Callable[[str, int], None]  # (shard name, samples done in that shard)
+RecordFn = Callable[[dict], None]
+
+
+class ShardFailed(RuntimeError):
+    """A shard could not be built; ``shard`` names it, the message gives the cause."""
+
+    def __init__(self, shard: str, cause: str, user_error: UserError | None = None):
+        super().__init__(f"shard {shard}: {cause}")
+        self.shard = shard
+        self.user_error = user_error  # the worker's own UserError (bad input), if that was it
+
+
+def run_local(
+    config,
+    seed: int,
+    out_url: str,
+    specs: list[ShardSpec],
+    *,
+    endpoint_url: str | None = None,
+    device: str = "cpu",
+    on_progress: ProgressFn | None = None,
+    on_record: RecordFn | None = None,
+) -> list[dict]:
+    """Build ``specs`` one after the other in this process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        builder = ShardBuilder(
+            config.to_json(), seed, out_url, endpoint_url=endpoint_url, device=device
+        )
+        records = []
+        for spec in specs:
+            rec = builder.build(spec, on_progress)
+            records.append(rec)
+            if on_record is not None:
+                on_record(rec)
+        return records
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _ShardActor:
+    """The body of a Ray actor: one :class:`ShardBuilder` for the actor's lifetime."""
+
+    def __init__(self, config_json: dict, seed: int, out_url: str, endpoint_url, device: str):
+        self.builder = ShardBuilder(
+            config_json, seed, out_url, endpoint_url=endpoint_url, device=device
+        )
+
+    def ready(self) -> bool:
+        return True
+
+    def build(self, spec: dict, progress) -> dict:
+        def report(name: str, done: int) -> None:
+            progress.update.remote(name, done)  # fire and forget
+
+        return self.builder.build(ShardSpec(**spec), report)
+
+
+class _Progress:
+    """A tiny actor collecting ``(shard, samples done)`` from the workers for the driver's bar."""
+
+    def __init__(self):
+        self.done: dict[str, int] = {}
+
+    def update(self, name: str, done: int) -> None:
+        self.done[name] = max(done, self.done.get(name, 0))
+
+    def take(self) -> dict[str, int]:
+        return dict(self.done)
+
+
+def ray_pool_shape(
+    resources: dict, threads: int, workers: int | None, gpus_per_worker: float | None
+) -> tuple[int, float, float]:
+    """``(workers, num_cpus, num_gpus)`` per actor for a cluster's total ``resources``."""
+    cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus >= 1 else 0.0
+    if gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+    if gpus_per_worker > 0 and gpus < gpus_per_worker:
+        raise UserError(
+            f"--gpus-per-worker: {gpus_per_worker} GPU(s) per worker, the cluster has {gpus:g}"
+        )
+    if workers is None:
+        if gpus_per_worker > 0:
+            workers = max(1, int(gpus // gpus_per_worker))
+        else:
+            workers = max(1, int(cpus // threads))
+    if workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {workers}")
+    if cpus <= 0:
+        raise UserError("--address: the Ray cluster has no CPU resources")
+    share = cpus / workers
+    num_cpus = min(1.0 if gpus_per_worker > 0 else float(threads), share)
+    num_cpus = float(int(num_cpus * 1000) / 1000)  # Ray wants at most 4 decimals
+    return workers, num_cpus, float(gpus_per_worker)
+
+
+def run_ray(
+    config,
+    seed: int,
+    out_url: str,
+    specs: list[ShardSpec],
+    *,
+    endpoint_url: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    max_in_flight: int = 2,
+    max_retries: int = 3,
+    on_progress: ProgressFn | None = None,
+    on_record: RecordFn | None = None,
+    on_start: Callable[[int, float, float], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> list[dict]:
+    """Build ``specs`` on a pool of Ray actors of the connected cluster (see module docstring).
+
+    On a shard failure no new shard is started; those in flight finish (and are committed), then
+    :class:`ShardFailed` is raised for the first failure. ``on_ready`` is called once every actor
+    has been constructed (benchmarks time the steady state from there).
+    """
+    import ray
+
+    n_workers, num_cpus, num_gpus = ray_pool_shape(
+        ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker
+    )
+    n_workers = min(n_workers, max(1, len(specs)))
+    if on_start is not None:
+        on_start(n_workers, num_cpus, num_gpus)
+    if not specs:
+        return []
+    device = "cuda" if num_gpus > 0 else "cpu"
+    actor_cls = ray.remote(_ShardActor).options(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_restarts=max_retries,
+        max_task_retries=max_retries,
+    )
+    progress = ray.remote(_Progress).options(num_cpus=0).remote()
+    cfg = config.to_json()
+    actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
+    ready_refs = [a.ready.remote() for a in actors]  # runs before any build on each actor
+    pending = deque(specs)
+    inflight: dict = {}  # ref -> (actor index, spec)
+    load = [0] * n_workers
+    records: list[dict] = []
+    failure: ShardFailed | None = None
+    seen: dict[str, int] = {}
+    try:
+        while pending or inflight:
+            if failure is None:
+                for a in range(n_workers):
+                    while pending and load[a] < max_in_flight:
+                        spec = pending.popleft()
+                        ref = actors[a].build.remote(spec.to_json(), progress)
+                        inflight[ref] = (a, spec)
+                        load[a] += 1
+            else:
+                pending.clear()
+            if not inflight:
+                break
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.2)
+            if ready_refs:
+                _, ready_refs = ray.wait(ready_refs, num_returns=len(ready_refs), timeout=0)
+                if not ready_refs and on_ready is not None:
+                    on_ready()
+            if on_progress is not None:
+                for name, done in ray.get(progress.take.remote()).items():
+                    if seen.get(name) != done:
+                        seen[name] = done
+                        on_progress(name, done)
+            for ref in ready:
+                a, spec = inflight.pop(ref)
+                load[a] -= 1
+                try:
+                    rec = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - any worker failure stops the run
+                    cause = getattr(err, "cause", None) or err
+                    if failure is None:
+                        user = cause if isinstance(cause, UserError) else None
+                        text = str(cause).strip().splitlines()
+                        msg = (
+                            text[-1]
+                            if user is not None and text
+                            else f"{type(cause).__name__}: {cause}"
+                        )
+                        failure = ShardFailed(spec.name, msg, user)
+                    continue
+                if on_progress is not None and seen.get(spec.name) != spec.nsamples:
+                    seen[spec.name] = spec.nsamples
+                    on_progress(spec.name, spec.nsamples)
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        ray.kill(progress)
+    if failure is not None:
+        raise failure
+    return records
+
+
+def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` (``auto``, ``host:port``, ``ray://host:port``) or start a local Ray.
+
+    Returns True if this call started or connected Ray (the caller then shuts it down). Reuses an
+    already initialised Ray in this process (tests).
+    """
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if address:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(f"--address: cannot connect to Ray at {address!r} ({msg})") from None
+        return True
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+    return True

@@ -1,0 +1,443 @@
+"""Generate a dataset: plan, refuse to overwrite, build the shards, then commit the manifest.
+
+Order of writes (a reader looks at ``manifest.json`` only, so nothing is visible until the end):
+
+1. ``_records/_plan.json``: config sha256, seed and the shard plan (what ``--resume`` must match).
+2. Each shard: ``_tmp/...part`` → ``shards/{split}-{NNNNNN}.tar``, then ``_records/{shard}.json``.
+3. ``index.parquet``, ``README.md``, ``preview.png``; ``manifest.json`` **last**; then ``_records/``
+   and ``_tmp/`` are removed.
+
+``content_sha256`` hashes the shard checksums only, so it does not depend on the time, the
+executor, the worker count or on interruptions (``--resume``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from factory.dataset import storage
+from factory.dataset.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    DatasetError,
+    content_sha256,
+    iter_samples,
+    read_manifest,
+)
+from factory.dataset.shards import (
+    PLAN_FILE,
+    RECORDS_DIR,
+    ShardSpec,
+    canonical_json,
+    plan_shards,
+)
+from factory.errors import UserError
+
+INDEX_NAME = "index.parquet"
+CARD_NAME = "README.md"
+PREVIEW_NAME = "preview.png"
+
+FIELD_UNITS = {
+    "phantom": "linear attenuation coefficient, 1/µm",
+    "labels": "class id of `labels` (uint8)",
+    "sinogram": "flat-field-corrected −log intensity ∫µ·dl (dimensionless), see config.acquisition",
+    "recon": "reconstruction (normalised as config.reconstruction says)",
+    "noisy": "LAC with volume-level artifacts, 1/µm",
+}
+FIELD_AXES = {"sinogram": "angle, Y, detector"}
+
+
+def code_info() -> dict:
+    """Package version, git sha and dirty flag of the source tree, key dependency versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    info = {
+        "package": ver("simaq-factory"),
+        "git_sha": None,
+        "dirty": None,
+        "python": sys.version.split()[0],
+        "torch": ver("torch"),
+        "ray": ver("ray"),
+        "numpy": ver("numpy"),
+        "webdataset": ver("webdataset"),
+        "pyarrow": ver("pyarrow"),
+    }
+    src = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode == 0:
+            info["git_sha"] = sha.stdout.strip()
+            st = subprocess.run(
+                ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            info["dirty"] = bool(st.stdout.strip()) if st.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _plan_doc(config, seed: int, specs: list[ShardSpec]) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "config_sha256": config.sha256,
+        "seed": int(seed),
+        "num_samples": config.dataset.num_samples,
+        "shards": [s.to_json() for s in specs],
+    }
+
+
+def _check_destination(
+    fs, root: str, out: str, plan: dict, resume: bool, endpoint_url
+) -> dict | None:
+    """Refuse to overwrite; return an existing complete manifest that ``--resume`` may reuse."""
+    shown = storage.safe_url(out)
+    info = fs.get_file_info(root)
+    if info.type == storage.pafs.FileType.File:
+        raise UserError(f"--out: {shown!r} is a file, not a directory")
+    if storage.is_file(fs, storage.join(root, MANIFEST_NAME)):
+        try:
+            m = read_manifest(out, endpoint_url=endpoint_url)
+        except DatasetError as err:
+            raise UserError(
+                f"--out: {shown!r} holds an invalid dataset ({err}); refusing"
+            ) from None
+        same = m["config_sha256"] == plan["config_sha256"] and m["seed"] == plan["seed"]
+        if resume and same:
+            return m
+        why = " with another config or seed" if resume else ""
+        raise UserError(
+            f"--out: a dataset already exists at {shown!r}{why}; refusing to overwrite it"
+        )
+    plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
+    if storage.is_file(fs, plan_path):
+        if not resume:
+            raise UserError(
+                f"--out: an unfinished dataset exists at {shown!r}; pass --resume to finish it"
+            )
+        old = json.loads(storage.read_bytes(fs, plan_path))
+        if old != plan:
+            diff = [
+                k for k in ("config_sha256", "seed", "num_samples") if old.get(k) != plan.get(k)
+            ]
+            raise UserError(
+                f"--resume: the unfinished dataset at {shown!r} was started with another "
+                f"{', '.join(diff) or 'shard plan'}; refusing to mix them"
+            )
+        return None
+    others = [
+        e for e in storage.list_dir(fs, root) if posixpath.basename(e.path) != storage.TMP_DIR
+    ]
+    if others:
+        raise UserError(
+            f"--out: {shown!r} exists and is not empty (no dataset there); refusing to use it"
+        )
+    return None
+
+
+def _done_records(fs, root: str, specs: list[ShardSpec]) -> dict[str, dict]:
+    """Records of shards already committed (record present and the shard file has its size)."""
+    by_name = {posixpath.basename(s.url).removesuffix(".tar") + ".json": s for s in specs}
+    done = {}
+    for entry in storage.list_dir(fs, storage.join(root, RECORDS_DIR)):
+        spec = by_name.get(posixpath.basename(entry.path))
+        if spec is None or entry.type != storage.pafs.FileType.File:
+            continue
+        try:
+            rec = json.loads(storage.read_bytes(fs, entry.path))
+        except (OSError, ValueError):
+            continue
+        if any(rec.get(k) != v for k, v in spec.to_json().items()):
+            continue
+        shard = fs.get_file_info(storage.join(root, spec.url))
+        if shard.type == storage.pafs.FileType.File and shard.size == rec.get("bytes"):
+            done[spec.url] = rec
+    return done
+
+
+def _committed_any(fs, root: str) -> bool:
+    entries = storage.list_dir(fs, storage.join(root, RECORDS_DIR))
+    return any(posixpath.basename(e.path) != PLAN_FILE for e in entries)
+
+
+def _remove_run(fs, root: str) -> None:
+    """Remove what a run wrote before its first commit (plan, temporaries, empty folders)."""
+    for sub in (RECORDS_DIR, storage.TMP_DIR, "shards"):
+        storage.delete_quietly(fs, storage.join(root, sub))
+    if storage.is_local(fs) and not storage.list_dir(fs, root):
+        storage.delete_quietly(fs, root)
+
+
+def _merge_fields(config, records: list[dict]) -> dict:
+    dcfg = config.dataset
+    out = {}
+    for name in dcfg.fields:
+        infos = [r["fields"][name] for r in records if name in r.get("fields", {})]
+        if not infos:
+            continue
+        smin = np.min([i["shape_min"] for i in infos], axis=0).tolist()
+        smax = np.max([i["shape_max"] for i in infos], axis=0).tolist()
+        out[name] = {
+            "member": dcfg.member_name(name),
+            "encoding": "npy+gzip" if dcfg.compression == "gzip" else "npy",
+            "dtype": infos[0]["dtype"],
+            "shape": [a if a == b else None for a, b in zip(smin, smax, strict=False)],
+            "shape_min": smin,
+            "shape_max": smax,
+            "axes": FIELD_AXES.get(name, "Z, Y, X"),
+            "units": FIELD_UNITS[name],
+        }
+    out["meta"] = {
+        "member": "meta.json",
+        "encoding": "json",
+        "units": "seed, drawn parameters, objects",
+    }
+    return out
+
+
+def _index_table(records: list[dict], class_names: list[str]):
+    """The ``index.parquet`` table (schema: :mod:`schemas.index`) from the shard records."""
+    import pyarrow as pa
+
+    from schemas.index import FRACTION_PREFIX, arrow_schema, coerce, fixed_fields, param_type
+
+    rows = [row for r in records for row in r["rows"]]
+    params = sorted({k for row in rows for k in row["params"]})
+    types = {k: param_type(row["params"].get(k) for row in rows) for k in params}
+    columns = fixed_fields(class_names) + [(k, types[k]) for k in params]
+    data: dict[str, list] = {name: [] for name, _ in columns}
+    for row in rows:
+        total = max(sum(row["class_voxels"]), 1)
+        for key in ("key", "index", "split", "shard", "n_angles"):
+            data[key].append(row[key])
+        for i, name in enumerate(class_names):
+            data[f"{FRACTION_PREFIX}{name}"].append(row["class_voxels"][i] / total)
+        for k in params:
+            data[k].append(coerce(row["params"].get(k), types[k]))
+    return pa.Table.from_pydict(data, schema=arrow_schema(columns))
+
+
+def _param_ranges(table) -> dict[str, tuple[float, float]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for name in table.column_names:
+        col = table[name]
+        if name in ("index", "n_angles") or name.startswith("frac."):
+            if name != "n_angles":
+                continue
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            mm = pc.min_max(col).as_py()
+            if mm["min"] is not None:
+                out[name] = (float(mm["min"]), float(mm["max"]))
+    return out
+
+
+def finalize(
+    config, seed: int, out: str, records: list[dict], *, endpoint_url=None, command: str = ""
+) -> dict:
+    """Write index, card, preview and (last) the manifest from all shard records; clean up."""
+    import pyarrow.parquet as pq
+
+    from factory.rng import SEED_RULE
+    from schemas import label_scheme
+
+    fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
+    records = sorted(records, key=lambda r: r["first_index"])
+    scheme = label_scheme(config.labels.scheme)
+    shards = [
+        {k: r[k] for k in ("url", "split", "first_index", "nsamples", "bytes", "sha256")}
+        for r in records
+    ]
+    splits = {s: 0 for s in config.dataset.split_names()}
+    for s in shards:
+        splits[s["split"]] += s["nsamples"]
+    voxels = np.sum([r["class_voxels"] for r in records], axis=0) if records else np.zeros(1)
+    fractions = {
+        name: float(voxels[i] / max(voxels.sum(), 1)) for i, name in enumerate(scheme.names)
+    }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": config.name,
+        "version": config.dataset.version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code": code_info(),
+        "config": config.to_json(),
+        "config_sha256": config.sha256,
+        "seed": int(seed),
+        "seed_rule": SEED_RULE,
+        "labels": scheme.to_json(),
+        "fields": _merge_fields(config, records),
+        "splits": splits,
+        "shards": shards,
+        "shardlist": [
+            {
+                "url": s["url"],
+                "nsamples": s["nsamples"],
+                "filesize": s["bytes"],
+                "sha256": s["sha256"],
+            }
+            for s in shards
+        ],
+        "num_samples": sum(s["nsamples"] for s in shards),
+        "content_sha256": content_sha256(shards),
+        "class_fractions": fractions,
+        "index": INDEX_NAME,
+        "card": CARD_NAME,
+    }
+    table = _index_table(records, list(scheme.names))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    storage.write_bytes_atomic(fs, root, storage.join(root, INDEX_NAME), buf.getvalue())
+    if shards:
+        from factory.dataset.card import preview_png
+
+        sample = next(
+            iter_samples(out, shards[0], endpoint_url=endpoint_url, fields=manifest["fields"])
+        )
+        png = preview_png(
+            sample,
+            list(scheme.names),
+            f"{config.name} {config.dataset.version}: sample {sample['__key__']}",
+        )
+        storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
+    from factory.dataset.card import dataset_card
+
+    card = dataset_card(manifest, fractions, _param_ranges(table), command)
+    storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
+    storage.write_bytes_atomic(
+        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest, indent=1).encode()
+    )
+    storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
+    storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
+    return manifest
+
+
+def generate_dataset(
+    config,
+    out: str,
+    *,
+    seed: int = 0,
+    executor: str = "ray",
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    endpoint_url: str | None = None,
+    progress: bool = False,
+    command: str = "",
+    log=None,
+) -> dict:
+    """Generate the dataset of (``config``, ``seed``) at ``out`` (local path or ``s3://``).
+
+    Returns the manifest. Raises :class:`UserError` for bad input before anything is written.
+    """
+    from factory.dataset.executor import ShardFailed, connect_ray, run_local, run_ray
+
+    if executor not in ("ray", "local"):
+        raise UserError(f"--executor: must be ray or local, got {executor!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed: must be a non-negative integer, got {seed!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {workers}")
+    say = log or (lambda msg: None)
+    fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
+    specs, _ = plan_shards(config.dataset)
+    plan = _plan_doc(config, seed, specs)
+    try:
+        existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
+        if existing is not None:
+            say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
+            return existing
+        storage.check_writable(fs, root, out)
+        plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
+        if not storage.is_file(fs, plan_path):
+            storage.write_bytes_atomic(fs, root, plan_path, canonical_json(plan))
+        done = _done_records(fs, root, specs)
+    except OSError as err:
+        raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
+    todo = [s for s in specs if s.url not in done]
+    n_done = sum(r["nsamples"] for r in done.values())
+    if done:
+        say(f"resuming: {len(done)} of {len(specs)} shards already committed")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=config.dataset.num_samples,
+            initial=n_done,
+            unit="sample",
+            desc="generate",
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+    counts: dict[str, int] = {}
+
+    def on_progress(name: str, n: int) -> None:
+        delta = n - counts.get(name, 0)
+        if delta > 0:
+            counts[name] = n
+            if bar is not None:
+                bar.update(delta)
+
+    records = list(done.values())
+    started = False
+    try:
+        if executor == "local":
+            records += run_local(
+                config, seed, out, todo, endpoint_url=endpoint_url, on_progress=on_progress
+            )
+        else:
+            started = connect_ray(address)
+
+            def on_start(n: int, cpus: float, gpus: float) -> None:
+                say(f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each")
+
+            records += run_ray(
+                config,
+                seed,
+                out,
+                todo,
+                endpoint_url=endpoint_url,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                on_progress=on_progress,
+                on_start=on_start,
+            )
+    except (ShardFailed, UserError) as err:
+        if not records and not _committed_any(fs, root):
+            _remove_run(fs, root)  # bad input found by the first sample: leave nothing behind
+        if isinstance(err, ShardFailed) and err.user_error is not None:
+            raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if started:
+            import ray
+
+            ray.shutdown()
+    return finalize(config, seed, out, records, endpoint_url=endpoint_url, command=command)

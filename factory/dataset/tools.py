@@ -1,0 +1,244 @@
+"""Working with finished datasets: verify, inspect, preview and publish.
+
+``publish`` copies a dataset to ``URL/{name}/{version}/`` (TFDS-like layout, so versions live side
+by side): shards first (each hashed while copied and checked against the source manifest), then the
+index and the card; then it re-reads every copied shard from the destination and checks size and
+sha256; the manifest is written **last**, byte for byte the source's. A destination that already
+holds a manifest for that version is refused; a destination left without a manifest by an
+interrupted publish is completed by running it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+
+from factory.dataset import storage
+from factory.dataset.manifest import (
+    MANIFEST_NAME,
+    DatasetError,
+    _dataset_root,
+    iter_samples,
+    read_manifest,
+    scan_shard,
+)
+from factory.errors import UserError
+
+EXTRA_FILES = ("index.parquet", "README.md", "preview.png")
+
+
+def verify_dataset(
+    url: str, *, endpoint_url: str | None = None, progress: bool = False
+) -> list[str]:
+    """Problems found (empty if the dataset is intact): each shard's size, sha256, sample count."""
+    m = read_manifest(url, endpoint_url=endpoint_url)
+    root, _ = _dataset_root(url)
+    return verify_dataset_at(root, m, endpoint_url=endpoint_url, progress=progress)
+
+
+def read_index(url: str, *, endpoint_url: str | None = None):
+    """The dataset's ``index.parquet`` as a ``pyarrow.Table`` (None if absent)."""
+    import pyarrow.parquet as pq
+
+    root, _ = _dataset_root(url)
+    fs, path = storage.resolve_filesystem(root, endpoint_url=endpoint_url)
+    p = storage.join(path, "index.parquet")
+    if not storage.is_file(fs, p):
+        return None
+    return pq.read_table(io.BytesIO(storage.read_bytes(fs, p)))
+
+
+def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
+    """A summary: version, counts, sizes, class fractions and drawn parameter ranges."""
+    from factory.dataset.generate import _param_ranges
+
+    m = read_manifest(url, endpoint_url=endpoint_url)
+    total = sum(s["bytes"] for s in m["shards"])
+    table = read_index(url, endpoint_url=endpoint_url)
+    fractions = m.get("class_fractions")
+    ranges = {}
+    if table is not None:
+        ranges = {k: list(v) for k, v in _param_ranges(table).items()}
+        if table.num_rows != m["num_samples"]:
+            raise DatasetError(
+                f"index.parquet: {table.num_rows} rows, the manifest has {m['num_samples']} samples"
+            )
+    return {
+        "name": m["name"],
+        "version": m["version"],
+        "created": m["created"],
+        "content_sha256": m["content_sha256"],
+        "config_sha256": m["config_sha256"],
+        "seed": m["seed"],
+        "code": m["code"],
+        "num_samples": m["num_samples"],
+        "splits": m["splits"],
+        "num_shards": len(m["shards"]),
+        "bytes": total,
+        "bytes_per_sample": total / max(m["num_samples"], 1),
+        "grid": m["config"]["grid"],
+        "label_scheme": m["labels"]["scheme"],
+        "fields": {
+            k: {kk: v[kk] for kk in ("member", "dtype", "shape", "units") if kk in v}
+            for k, v in m["fields"].items()
+        },
+        "class_fractions": fractions,
+        "param_ranges": ranges,
+    }
+
+
+def find_sample(url: str, index: int, *, endpoint_url: str | None = None) -> dict:
+    """The decoded sample with global index ``index`` (verified shard)."""
+    m = read_manifest(url, endpoint_url=endpoint_url)
+    for rec in m["shards"]:
+        if rec["first_index"] <= index < rec["first_index"] + rec["nsamples"]:
+            key = f"{index:09d}"
+            for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m["fields"]):
+                if s["__key__"] == key:
+                    return s
+    known = ", ".join(
+        f"{s['first_index']}..{s['first_index'] + s['nsamples'] - 1}" for s in m["shards"]
+    )
+    raise UserError(f"--index: no sample {index} in this dataset (indices {known})")
+
+
+def preview_dataset(url: str, index: int, out: str, *, endpoint_url: str | None = None) -> str:
+    """Write the preview PNG of sample ``index`` to the local file ``out``."""
+    from pathlib import Path
+
+    from factory.dataset.card import preview_png
+
+    m = read_manifest(url, endpoint_url=endpoint_url)
+    sample = find_sample(url, index, endpoint_url=endpoint_url)
+    names = [c["name"] for c in m["labels"]["classes"]]
+    png = preview_png(sample, names, f"{m['name']} {m['version']}: sample {sample['__key__']}")
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--out: expected a .png file name, got {out!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(png)
+        tmp.replace(path)
+    except OSError as err:
+        raise UserError(f"--out: cannot write {out!r} ({err.strerror or err})") from None
+    return str(path)
+
+
+def _copy(sfs, spath: str, dfs, droot: str, dpath: str) -> tuple[int, str, str]:
+    """Copy one file to a temporary name; return ``(bytes, sha256, temporary path)``."""
+    tmp = storage.tmp_path(droot, dpath)
+    storage.ensure_dir(dfs, posixpath.dirname(tmp))
+    sha, size = hashlib.sha256(), 0
+    try:
+        with sfs.open_input_stream(spath) as src, dfs.open_output_stream(tmp) as dst:
+            while chunk := src.read(4 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
+    except BaseException:
+        storage.delete_quietly(dfs, tmp)
+        raise
+    return size, sha.hexdigest(), tmp
+
+
+def publish_dataset(
+    src: str, dest_url: str, *, endpoint_url: str | None = None, progress: bool = False
+) -> str:
+    """Copy the dataset at ``src`` to ``dest_url/{name}/{version}`` (see module docstring)."""
+    m = read_manifest(src, endpoint_url=endpoint_url)
+    src_root, src_manifest = _dataset_root(src)
+    sfs, spath = storage.resolve_filesystem(src_root, endpoint_url=endpoint_url)
+    dest = f"{str(dest_url).rstrip('/')}/{m['name']}/{m['version']}"
+    dfs, droot = storage.resolve_filesystem(dest, endpoint_url=endpoint_url)
+    shown = storage.safe_url(dest)
+    try:
+        if storage.exists(dfs, storage.join(droot, MANIFEST_NAME)):
+            raise UserError(
+                f"publish: {m['name']} version {m['version']} already exists at {shown!r}; "
+                "refusing to overwrite (bump dataset.version)"
+            )
+        storage.check_writable(dfs, droot, dest)
+    except OSError as err:
+        raise UserError(f"publish: cannot use {shown!r} ({err})") from None
+    shards = m["shards"]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(s["bytes"] for s in shards), unit="B", unit_scale=True, desc="publish")
+    try:
+        for rec in shards:
+            final = storage.join(droot, rec["url"])
+            info = dfs.get_file_info(final)
+            if info.type == storage.pafs.FileType.File and info.size == rec["bytes"]:
+                if bar is not None:
+                    bar.update(rec["bytes"])
+                continue  # copied by an interrupted publish; re-checked below
+            try:
+                size, sha, tmp = _copy(sfs, storage.join(spath, rec["url"]), dfs, droot, final)
+            except FileNotFoundError:
+                raise DatasetError(f"publish: source shard {rec['url']} is missing") from None
+            if size != rec["bytes"] or sha != rec["sha256"]:
+                storage.delete_quietly(dfs, tmp)
+                raise DatasetError(
+                    f"publish: source shard {rec['url']} does not match its manifest "
+                    "(size or sha256); nothing published"
+                )
+            storage.commit(dfs, tmp, final)
+            if bar is not None:
+                bar.update(size)
+        for name in EXTRA_FILES:
+            if storage.is_file(sfs, storage.join(spath, name)):
+                _, _, tmp = _copy(
+                    sfs, storage.join(spath, name), dfs, droot, storage.join(droot, name)
+                )
+                storage.commit(dfs, tmp, storage.join(droot, name))
+        bad = verify_dataset_at(dest, m, endpoint_url=endpoint_url)
+        if bad:
+            raise DatasetError(f"publish: the copy at {shown!r} does not verify: {'; '.join(bad)}")
+        raw = storage.read_bytes(
+            *storage.resolve_filesystem(src_manifest, endpoint_url=endpoint_url)
+        )
+        storage.write_bytes_atomic(dfs, droot, storage.join(droot, MANIFEST_NAME), raw)
+        storage.delete_quietly(dfs, storage.join(droot, storage.TMP_DIR))
+    except OSError as err:
+        raise UserError(
+            f"publish: copying to {shown!r} failed ({err}); run it again to finish"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return dest
+
+
+def verify_dataset_at(
+    root_url: str, manifest: dict, *, endpoint_url: str | None = None, progress: bool = False
+) -> list[str]:
+    """Problems of the shards under ``root_url`` against ``manifest`` (used before it is copied)."""
+    problems = []
+    shards = manifest["shards"]
+    if progress:
+        from tqdm import tqdm
+
+        shards = tqdm(shards, unit="shard", desc="verify", dynamic_ncols=True)
+    for rec in shards:
+        try:
+            size, sha, n = scan_shard(root_url, rec, endpoint_url=endpoint_url)
+        except FileNotFoundError:
+            problems.append(f"{rec['url']}: missing")
+            continue
+        except OSError as err:
+            problems.append(f"{rec['url']}: unreadable ({err})")
+            continue
+        why = []
+        if size != rec["bytes"]:
+            why.append(f"size {size} != {rec['bytes']}")
+        if sha != rec["sha256"]:
+            why.append("sha256 mismatch")
+        if n != rec["nsamples"]:
+            why.append(f"{n} samples != {rec['nsamples']}")
+        if why:
+            problems.append(f"{rec['url']}: {', '.join(why)}")
+    return problems

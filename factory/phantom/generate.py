@@ -1,0 +1,227 @@
+"""``generate_phantom``: one yeast-cell phantom (LAC and labels) from (config, seed, index)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import schemas
+from factory.phantom import plan as planmod
+from factory.phantom.geometry import layout_cells
+from factory.phantom.voxelize import bounding_box, voxelize_cell
+from factory.rng import stage_rng, torch_generator
+
+_NAMES = {c["id"]: c["name"] for c in schemas.label_table()["classes"]}
+
+
+@dataclass
+class Phantom:
+    """One phantom on a grid (Z, Y, X).
+
+    Attributes
+    ----------
+    lac : torch.Tensor
+        float32 (Z, Y, X), linear absorption coefficient in 1/µm; background 0.
+    labels : torch.Tensor
+        uint8 (Z, Y, X), ids of the full label table (:mod:`schemas`); nested objects take the
+        inner label; background 0 (ice, fiducials, cracks are added by the acquisition stage).
+    objects : list of dict
+        JSON-safe record of every object placed: ``class``, ``cell``, ``centre_vox`` (z, y, x in the
+        grid, before deformation), ``radii_vox`` (along the cell's local axes), ``lac_per_um``, ...
+    meta : dict
+        JSON-safe record of every drawn scalar (counts requested/placed, per-cell draws, texture).
+    """
+
+    lac: torch.Tensor
+    labels: torch.Tensor
+    objects: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+
+def _r(x, nd: int = 4):
+    """Round floats (scalars or arrays) for a compact JSON record."""
+    a = np.asarray(x, dtype=np.float64)
+    return round(float(a), nd) if a.ndim == 0 else np.round(a, nd).tolist()
+
+
+def _lac_ratio(cfg, energy_ev: float) -> float:
+    if not cfg.scale_lac_with_energy:
+        return 1.0
+    from factory.materials import MATERIALS, MEASURED_ENERGY_EV, lac_compound
+
+    prot = MATERIALS["protein"]
+    mu = lac_compound(prot.formula, prot.density_g_cm3, float(energy_ev))
+    return mu / lac_compound(prot.formula, prot.density_g_cm3, MEASURED_ENERGY_EV)
+
+
+def _zeros(shape, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed float32 and uint8 volumes. On CPU they come from numpy's calloc: pages of the
+    background that no cell touches are never faulted in, which saves ~0.3 s per 512³ phantom."""
+    if device.type == "cpu":
+        return (
+            torch.from_numpy(np.zeros(shape, dtype=np.float32)),
+            torch.from_numpy(np.zeros(shape, dtype=np.uint8)),
+        )
+    return (
+        torch.zeros(shape, dtype=torch.float32, device=device),
+        torch.zeros(shape, dtype=torch.uint8, device=device),
+    )
+
+
+def _cell_objects(cell: planmod.CellPlan) -> list[dict]:
+    to_grid = lambda p: _r(cell.centre + cell.rotation @ np.asarray(p))  # noqa: E731
+    objs = [
+        {
+            "class": "cell",
+            "cell": cell.index,
+            "centre_vox": _r(cell.centre),
+            "radii_vox": _r(cell.radii),
+            "rotation": _r(cell.rotation, 6),
+            "wall_thickness_vox": _r(cell.wall),
+            "lac_per_um": _r(cell.lac, 6),
+            "wall_lac_per_um": _r(cell.wall_lac, 6),
+            "bound_vox": _r(cell.bound),
+            "deformation": {
+                "amplitude_vox": _r(cell.deform_amp),
+                "scale_vox": _r(cell.deform_scale),
+            },
+            "bud": None
+            if cell.bud is None
+            else {
+                "centre_vox": to_grid(cell.bud["centre"]),
+                "radii_vox": _r(cell.bud["radii"]),
+                "size_ratio": _r(cell.bud["size_ratio"]),
+                "neck": _r(cell.bud["neck"]),
+            },
+        }
+    ]
+
+    def ell(e: planmod.Ellipsoid) -> dict:
+        d = {
+            "class": e.cls,
+            "cell": cell.index,
+            "centre_vox": to_grid(e.centre),
+            "radii_vox": _r(e.radii),
+            "lac_per_um": _r(e.lac, 6),
+        }
+        d.update(e.extra)
+        return d
+
+    if cell.nucleus is not None:
+        objs.append(ell(cell.nucleus))
+    if cell.nucleolus is not None:
+        objs.append(ell(cell.nucleolus))
+    objs.extend(ell(v) for v in cell.vacuoles)
+    objs.extend(ell(d) for d in cell.droplets)
+    for k, net in enumerate(cell.mito_networks):
+        objs.append(
+            {
+                "class": "mitochondrion",
+                "cell": cell.index,
+                "network": k,
+                "segments": int(net["segments"]),
+                "radius_vox": _r(net["radius_vox"]),
+                "length_vox": _r(net["length_vox"]),
+                "lac_per_um": _r(cell.mito_lac, 6),
+            }
+        )
+    return objs
+
+
+def generate_phantom(config, seed: int, *, index: int = 0, device="cpu") -> Phantom:
+    """Generate phantom ``index`` of the dataset (``config``, ``seed``).
+
+    Parameters
+    ----------
+    config : factory.config.SimConfig
+        The whole config: ``grid.shape`` (Z, Y, X), ``grid.voxel_nm``, ``energy_ev``, ``phantom``.
+    seed, index : int
+        Global seed and sample index; the random streams are ``stage_rng(seed, index, "phantom")``
+        (geometry, LAC draws) and ``torch_generator(seed, index, "phantom", device)`` (textures,
+        deformation fields). Same inputs give bit-identical volumes on CPU.
+    device : str or torch.device
+        Where the volumes are built and returned.
+
+    Returns
+    -------
+    Phantom
+        ``lac`` float32 (Z, Y, X) in 1/µm, ``labels`` uint8 (Z, Y, X) (full table), ``objects``,
+        ``meta``.
+    """
+    cfg = config.phantom
+    shape = tuple(int(n) for n in config.grid.shape)
+    device = torch.device(device)
+    rng = stage_rng(seed, index, "phantom")
+    gen = torch_generator(seed, index, "phantom", device)
+    ratio = _lac_ratio(cfg, config.energy_ev)
+    fit = cfg.fit_factor(shape)
+    ctx = planmod.Ctx(radius_scale=cfg.scale * fit, fit=fit, lac_ratio=ratio)
+
+    cells = planmod.draw_cells(cfg, rng, ctx)
+    tx = cfg.texture
+    texture = None
+    if tx.enabled:
+        texture = {
+            "amplitude": float(tx.amplitude.sample(rng)),
+            "scale_vox": max(2.0, float(tx.scale_vox.sample(rng)) * fit),
+            "octaves": tx.octaves,
+            "persistence": tx.persistence,
+        }
+    xy = (float(cfg.cells.xy_jitter_vox.sample(rng)), float(cfg.cells.xy_jitter_vox.sample(rng)))
+    centres = layout_cells(
+        [c.bound for c in cells],
+        shape,
+        rng,
+        gap=cfg.cells.gap_vox,
+        z_offsets=[c.z_offset for c in cells],
+        xy_offset=xy,
+    )
+    placed = []
+    for cell, centre in zip(cells, centres, strict=True):
+        if centre is not None:
+            cell.centre = centre - cell.rotation @ cell.offset
+            placed.append(cell)
+    for cell in placed:
+        planmod.draw_organelles(cfg, cell, rng, ctx)
+
+    lac, labels = _zeros(shape, device)
+    voxels = np.zeros(7, dtype=np.int64)
+    objects: list[dict] = []
+    per_cell = []
+    for cell in placed:
+        counts = voxelize_cell(
+            cell,
+            lac,
+            labels,
+            texture=texture,
+            generator=gen,
+            deformation_mode=cfg.cells.deformation.mode,
+        )
+        voxels += np.asarray(counts)
+        objects.extend(_cell_objects(cell))
+        lo, hi = bounding_box(cell, shape)
+        per_cell.append({"cell": cell.index, "bbox_lo": lo, "bbox_hi": hi, **cell.drawn})
+
+    by_class: dict[str, int] = {}
+    for o in objects:
+        by_class[o["class"]] = by_class.get(o["class"], 0) + 1
+    meta = {
+        "shape": list(shape),
+        "voxel_nm": float(config.grid.voxel_nm),
+        "energy_ev": float(config.energy_ev),
+        "lac_energy_ratio": _r(ratio, 6),
+        "fit_factor": _r(fit, 6),
+        "cells_requested": len(cells),
+        "cells_placed": len(placed),
+        "objects_per_class": by_class,
+        "voxels_per_label": {_NAMES[i]: int(v) for i, v in enumerate(voxels)},
+        "texture": None if texture is None else {k: _r(v) for k, v in texture.items()},
+        "xy_jitter_vox": _r(xy),
+        "cells": per_cell,
+        "unplaced_cells": [
+            {"cell": c.index, "bound_vox": _r(c.bound)} for c in cells if c.centre is None
+        ],
+    }
+    return Phantom(lac=lac, labels=labels, objects=objects, meta=meta)

@@ -1,0 +1,207 @@
+"""``simaq train | evaluate | segment``: the segmentation models' commands."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from factory.errors import UserError
+
+_ENDPOINT_HELP = "S3 endpoint, e.g. http://127.0.0.1:9000 (default: $SIMAQ_S3_ENDPOINT, else AWS)"
+
+
+def _load_config_file(path: str | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as err:
+        raise UserError(f"--config: cannot read {path!r} ({err})") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config: {path!r} is not valid YAML/JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {path!r} must hold a mapping of training parameters")
+    return data
+
+
+def _print_table(result: dict) -> None:
+    names = result["classes"]
+    typer.echo(
+        f"{result['split']}: {result['num_volumes']} volumes, {result['num_slices']} slices; "
+        f"dataset {result['dataset']['content_sha256'][:16]}…, model trained on "
+        f"{(result['model']['training_data_content_sha256'] or '?')[:16]}…"
+    )
+    typer.echo(f"{'class':<16}{'IoU pooled':>11}{'IoU/slice':>18}{'Dice/slice':>18}{'n':>7}")
+    for name in names:
+        pooled = result["pooled"][name]["iou"]
+        ps = result["per_slice"][name]
+        iou, dice = ps["iou"], ps["dice"]
+
+        def ms(s):
+            return "—" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+        typer.echo(
+            f"{name:<16}{'—' if pooled is None else f'{pooled:.3f}':>11}{ms(iou):>18}"
+            f"{ms(dice):>18}{iou['n']:>7}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to the ``simaq`` app."""
+
+    @app.command("train")
+    def train_cmd(
+        data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
+        out: str = typer.Option(..., "--out", help="run directory (resumed if it has checkpoints)"),
+        epochs: int | None = typer.Option(None, "--epochs", help="epochs (default 10)"),
+        workers: int | None = typer.Option(None, "--workers", help="Ray Train workers"),
+        use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per worker"),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="stacks per step"),
+        max_steps: int | None = typer.Option(None, "--max-steps", help="stop after S steps"),
+        steps_per_epoch: int | None = typer.Option(
+            None, "--steps-per-epoch", help="steps per worker and epoch (default: one pass)"
+        ),
+        model: str | None = typer.Option(None, "--model", help="unet25d (default) or unet2d"),
+        features: int | None = typer.Option(None, "--features", help="first-level channels"),
+        depth: int | None = typer.Option(None, "--depth", help="resolution levels"),
+        axis: int | None = typer.Option(
+            None, "--axis", help="slicing axis of (Z, Y, X), default 1"
+        ),
+        patch: int | None = typer.Option(None, "--patch", help="random in-plane crop size"),
+        lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)"),
+        cpus_per_worker: float | None = typer.Option(
+            None, "--cpus-per-worker", help="CPUs per worker (fractions allowed)"
+        ),
+        seed: int | None = typer.Option(None, "--seed", help="seed of init, order, augmentation"),
+        config: str | None = typer.Option(
+            None, "--config", help="YAML/JSON file of training parameters (models.config)"
+        ),
+        init: str | None = typer.Option(None, "--init", help="checkpoint to fine-tune from"),
+        real: str | None = typer.Option(None, "--real", help="real tomogram (MRC/TIFF/NPY)"),
+        real_labels: str | None = typer.Option(
+            None, "--real-labels", help="its sparse labels (−1 = unannotated)"
+        ),
+        real_ratio: float | None = typer.Option(
+            None, "--real-ratio", help="probability a stack comes from the real tomogram"
+        ),
+        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        allow_bad_shards: bool = typer.Option(
+            False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
+        ),
+    ) -> None:
+        """Train a segmentation network on a dataset's shards with Ray Train (resumable)."""
+        from models.config import parse_train_config
+        from models.train import train
+
+        cfg = parse_train_config(
+            _load_config_file(config),
+            epochs=epochs,
+            workers=workers,
+            use_gpu=use_gpu or None,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            steps_per_epoch=steps_per_epoch,
+            model=model,
+            features=features,
+            depth=depth,
+            axis=axis,
+            patch=patch,
+            lr=lr,
+            cpus_per_worker=cpus_per_worker,
+            seed=seed,
+            real_ratio=real_ratio,
+            allow_bad_shards=allow_bad_shards or None,
+        )
+        summary = train(
+            cfg,
+            data,
+            out,
+            endpoint_url=endpoint_url,
+            init=init,
+            real=real,
+            real_labels=real_labels,
+            progress=True,
+            log=lambda msg: typer.echo(msg, err=True),
+        )
+        mt = summary["metrics"]
+        typer.echo(
+            f"epoch {mt.get('epoch')} step {mt.get('step')}: "
+            f"loss {mt.get('loss', float('nan')):.4f}, "
+            f"val mean IoU {mt.get('val_mean_iou', float('nan')):.3f}; "
+            f"checkpoint {summary['checkpoint']}"
+        )
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: str = typer.Option(..., "--model", help="checkpoint or run directory"),
+        data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
+        split: str = typer.Option("test", "--split", help="split to evaluate"),
+        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+        out: str | None = typer.Option(
+            None, "--out", help="directory for evaluation.json, slices.csv, violin_iou.png"
+        ),
+        batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
+        max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
+        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
+    ) -> None:
+        """Per-class IoU and Dice over every slice of a split, grouped by cell count."""
+        from models.evaluate import evaluate_checkpoint
+
+        result = evaluate_checkpoint(
+            model,
+            data,
+            split=split,
+            out=out,
+            endpoint_url=endpoint_url,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            allow_bad_shards=allow_bad_shards,
+            progress=not as_json,
+        )
+        if result.get("bad_shards"):
+            typer.secho(f"skipped bad shards: {result['bad_shards']}", err=True, fg="yellow")
+        if as_json:
+            typer.echo(json.dumps(result, indent=1))
+        else:
+            _print_table(result)
+
+    @app.command("segment")
+    def segment_cmd(
+        input_path: str = typer.Argument(..., metavar="INPUT", help="tomogram (MRC, TIFF, NPY)"),
+        model: str = typer.Option(..., "--model", help="checkpoint or run directory"),
+        out: str = typer.Option(..., "--out", help="labels file (.tif, .tiff, .mrc, .npy)"),
+        voxel_nm: float | None = typer.Option(
+            None, "--voxel-nm", help="voxel size in nm (default: file header, else training data)"
+        ),
+        fov: str = typer.Option(
+            "cylinder", "--fov", help="normalise inside the FOV cylinder around Y, or 'all'"
+        ),
+        batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
+        device: str | None = typer.Option(None, "--device", help="cpu, cuda (default: auto)"),
+        min_radius_nm: list[str] = typer.Option(
+            [], "--min-radius-nm", help="CLASS=NM: drop smaller objects (repeatable)"
+        ),
+        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+    ) -> None:
+        """Segment a tomogram: labels (TIFF/MRC), object ids and a CSV of measurements."""
+        from models.segment import segment_file
+
+        if voxel_nm is not None and voxel_nm <= 0:
+            raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
+        segment_file(
+            model,
+            input_path,
+            out,
+            endpoint_url=endpoint_url,
+            voxel_nm=voxel_nm,
+            fov=fov,
+            batch_size=batch_size,
+            device=device,
+            min_radius=min_radius_nm,
+            log=typer.echo,
+        )

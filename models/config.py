@@ -1,0 +1,115 @@
+"""Training parameters: one strict, frozen pydantic model (unknown keys are errors).
+
+Defaults follow the SimAQ reference (../shared/reference/SIMAQ.md): 7-slice stacks, 64 features,
+depth 4, Adam lr 1e-4 and weight decay 1e-5 (none on PReLU, bias, norm), focal (α 1, γ 2) + soft
+Dice, 98 % of background-only stacks dropped, flips / elastic / resized crop / brightness / contrast
+/ blur / noise / inversion augmentations.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from factory.errors import ConfigError
+from factory.params import StrictModel
+
+# Fields that define the network and its input; a resumed run must not change them.
+ARCH_FIELDS = ("model", "features", "depth", "window", "axis")
+
+
+class AugmentConfig(StrictModel):
+    """Probabilities and ranges of the training augmentations (each applied independently).
+
+    Intensities are in standard-normal units (the reconstructions are quantile-normalised).
+    """
+
+    enabled: bool = True
+    flip_p: float = Field(0.5, ge=0, le=1)  # each of the two in-plane axes
+    elastic_p: float = Field(0.3, ge=0, le=1)
+    elastic_alpha_px: float = Field(4.0, ge=0)  # displacement amplitude, pixels
+    elastic_sigma_px: float = Field(6.0, gt=0)  # smoothness of the displacement field, pixels
+    crop_p: float = Field(0.3, ge=0, le=1)  # random resized crop
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # area fraction kept
+    brightness_p: float = Field(0.3, ge=0, le=1)
+    brightness: float = Field(0.2, ge=0)  # additive shift ~ U(−b, b)
+    contrast_p: float = Field(0.3, ge=0, le=1)
+    contrast: tuple[float, float] = (0.75, 1.25)  # multiplicative factor range
+    blur_p: float = Field(0.2, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels (reference: 0.1 to 2)
+    noise_p: float = Field(0.2, ge=0, le=1)
+    noise_sd: tuple[float, float] = (0.0, 0.3)
+    invert_p: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        for name in ("crop_scale", "contrast", "blur_sigma", "noise_sd"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name}: needs 0 <= lo <= hi, got {[lo, hi]}")
+        if self.crop_scale[1] > 1 or self.crop_scale[0] <= 0:
+            raise ValueError(f"crop_scale: must lie in (0, 1], got {list(self.crop_scale)}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Everything that defines a training run (recorded in every checkpoint)."""
+
+    model: Literal["unet25d", "unet2d"] = "unet25d"
+    features: int = Field(64, ge=1, le=1024)  # channels of the first level; doubled per level
+    depth: int = Field(4, ge=1, le=8)  # resolution levels (depth − 1 poolings)
+    window: int = Field(7, ge=1, le=63)  # slices per stack (odd); the centre one is segmented
+    axis: int = Field(1, ge=0, le=2)  # slicing axis of (Z, Y, X); 1 = the tilt axis Y
+    patch: int | None = Field(None, ge=8)  # random in-plane crop of this size (None: whole slice)
+    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(10, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the worker's slices
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps in total
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    focal_alpha: float = Field(1.0, ge=0)
+    focal_gamma: float = Field(2.0, ge=0)
+    dice_weight: float = Field(1.0, ge=0)
+    background_keep: float = Field(0.02, ge=0, le=1)  # reference drops 98 % of background stacks
+    mix_volumes: int = Field(4, ge=1)  # volumes held at once; stacks are drawn across them
+    prefetch: int = Field(4, ge=0)  # batches prepared ahead by a background thread
+    val_max_samples: int | None = Field(None, ge=1)  # cap on validation volumes per epoch
+    augment: AugmentConfig = AugmentConfig()
+    amp: bool = True  # mixed precision (CUDA only)
+    seed: int = Field(0, ge=0)
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    real_ratio: float = Field(0.0, ge=0, le=1)  # few-shot: probability a stack comes from real data
+    allow_bad_shards: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.window % 2 != 1:
+            raise ValueError(f"window: must be odd, got {self.window}")
+        if self.patch is not None and self.patch % (2 ** (self.depth - 1)):
+            raise ValueError(
+                f"patch: must be a multiple of 2**(depth-1) = {2 ** (self.depth - 1)}, "
+                f"got {self.patch}"
+            )
+        return self
+
+    def arch(self) -> dict:
+        """The fields that define the network (recorded in checkpoints)."""
+        return {k: getattr(self, k) for k in ARCH_FIELDS}
+
+
+def parse_train_config(data: dict | None = None, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from a dict plus keyword overrides (``None`` values are ignored).
+
+    Raises :class:`ConfigError` naming the field and the value.
+    """
+    merged = dict(data or {})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"]) or "train"
+        raise ConfigError(f"train.{loc}: {e['msg']} (got {e.get('input')!r})") from None

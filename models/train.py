@@ -1,0 +1,528 @@
+"""Streaming training with Ray Train: ``train(config, data_url, run_dir)``.
+
+A :class:`ray.train.torch.TorchTrainer` starts ``config.workers`` workers. Each streams its share of
+the manifest's ``train`` shards (:func:`models.data.shards_for_rank`; never a directory listing;
+local or ``s3://``), trains the network of :mod:`models.unet` with the focal + Dice loss on
+augmented random slice stacks, and after every epoch (``steps_per_epoch`` optimiser steps per
+worker, the same on every rank so DDP never waits) measures per-class IoU on its share of the
+``val`` shards (confusion matrices summed over ranks). Rank 0 then reports a checkpoint (model,
+optimiser, epoch, step, history, label scheme, dataset ``content_sha256``) with ``ray.train.report``
+into ``RUN_DIR/ray/checkpoint_EEEEEE`` and rewrites ``RUN_DIR/metrics.csv`` and
+``RUN_DIR/curve.png``.
+
+Running again with the same ``RUN_DIR`` resumes from the last checkpoint (Ray Train restores its
+checkpoint list from the run directory; ``ray.train.get_checkpoint()`` hands it to the workers). A
+run directory belongs to one dataset and one architecture: a different one is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import posixpath
+import tempfile
+import time
+
+import numpy as np
+
+from factory.errors import UserError
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "curve.png"
+RAY_NAME = "ray"
+
+
+# --- run directory files --------------------------------------------------------------------------
+
+
+def _write_file(fs, path: str, data: bytes) -> None:
+    from factory.dataset.storage import is_local
+
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.part"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as fh:
+            fh.write(data)
+
+
+def metrics_csv(history: list[dict]) -> bytes:
+    """The metrics history as CSV bytes (one row per epoch; columns: union of the keys)."""
+    cols: list[str] = []
+    for row in history:
+        cols.extend(k for k in row if k not in cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue().encode()
+
+
+def curve_png(history: list[dict], class_names: list[str]) -> bytes:
+    """Training loss and per-class validation IoU against the epoch (PNG bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(ep, [h["loss"] for h in history], "o-", label="train")
+    a.set_xlabel("epoch")
+    a.set_ylabel("focal + Dice loss")
+    a.set_yscale("log")
+    a.legend()
+    for name in class_names:
+        key = f"val_iou_{name}"
+        ys = [h.get(key, float("nan")) for h in history]
+        if any(y == y for y in ys):
+            b.plot(ep, ys, "o-", label=name)
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation IoU")
+    b.set_ylim(0, 1)
+    if b.lines:
+        b.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --- the per-worker loop --------------------------------------------------------------------------
+
+
+def _val_confusion(model, loop: dict, rank: int, world: int, device) -> np.ndarray:
+    from models.data import iter_volumes
+    from models.evaluate import confusion_matrix
+    from models.infer import predict_volume
+
+    cfg = loop["cfg"]
+    ncls = loop["num_classes"]
+    cm = np.zeros((ncls, ncls), np.int64)
+    shards = loop["val_shards"][rank::world]
+    n = 0
+    for recon, lab, _ in iter_volumes(
+        loop["data_url"],
+        shards,
+        endpoint_url=loop["endpoint_url"],
+        fields=loop["fields"],
+        num_classes=ncls,
+        allow_bad_shards=cfg.allow_bad_shards,
+    ):
+        if cfg.val_max_samples is not None and n >= max(1, cfg.val_max_samples // world):
+            break
+        pred = predict_volume(
+            model,
+            recon,
+            axis=cfg.axis,
+            window=cfg.window,
+            batch_size=cfg.batch_size * 2,
+            device=device,
+            probabilities=False,
+            amp=cfg.amp,
+        )
+        cm += confusion_matrix(pred, lab, ncls)
+        n += 1
+    return cm
+
+
+def train_loop(loop: dict) -> None:
+    """Ray Train worker entry point (``train_loop_per_worker``); ``loop`` from :func:`train`."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from models.config import TrainConfig
+    from models.data import Prefetcher, StackStream, shards_for_rank
+    from models.evaluate import scores_from_confusion
+    from models.infer import save_checkpoint
+    from models.losses import FocalDiceLoss
+    from models.unet import build_model, param_groups
+
+    cfg = TrainConfig(**loop["cfg"])
+    loop = {**loop, "cfg": cfg}
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    names = loop["class_names"]
+
+    torch.manual_seed(cfg.seed)
+    net = build_model(
+        cfg.model, loop["num_classes"], window=cfg.window, features=cfg.features, depth=cfg.depth
+    )
+    history: list[dict] = []
+    epoch0, step = 0, 0
+    opt_state = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            net.load_state_dict(torch.load(os.path.join(d, "model.pt"), weights_only=True))
+            opt_path = os.path.join(d, "optimizer.pt")
+            if os.path.exists(opt_path):
+                opt_state = torch.load(opt_path, weights_only=True)
+            with open(os.path.join(d, "state.json"), encoding="utf-8") as fh:
+                st = json.load(fh)
+        epoch0, step, history = int(st["epoch"]), int(st["step"]), list(st.get("history", []))
+    elif loop.get("init_weights") is not None:
+        net.load_state_dict(loop["init_weights"])
+    model = ray.train.torch.prepare_model(net)
+    opt = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    loss_fn = FocalDiceLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.dice_weight)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rank, step)))
+    real = loop.get("real")
+    stream = StackStream(
+        loop["data_url"],
+        shards_for_rank(loop["train_shards"], rank, world),
+        cfg,
+        rng,
+        endpoint_url=loop["endpoint_url"],
+        fields=loop["fields"],
+        num_classes=loop["num_classes"],
+        real=real,
+    )
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    batches = Prefetcher(stream.batches(cfg.batch_size, gen), depth=cfg.prefetch)
+
+    bar = None
+    if rank == 0 and loop.get("progress"):
+        try:
+            from ray.experimental.tqdm_ray import tqdm
+        except ImportError:  # pragma: no cover
+            from tqdm import tqdm
+        total = cfg.epochs * loop["steps_per_epoch"]
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        bar = tqdm(total=total, desc="train", unit="step")
+        bar.update(min(step, total))
+
+    done = cfg.max_steps is not None and step >= cfg.max_steps
+    try:
+        for epoch in range(epoch0 + 1, cfg.epochs + 1):
+            if done:
+                break
+            model.train()
+            t0 = time.perf_counter()
+            losses, stacks = [], 0
+            for _ in range(loop["steps_per_epoch"]):
+                x, y = next(batches)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                stacks += x.shape[0]
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    done = True
+                    break
+            train_s = time.perf_counter() - t0
+            stats = torch.tensor([sum(losses), len(losses), stacks], dtype=torch.float64)
+            cm = torch.from_numpy(_val_confusion(net, loop, rank, world, device))
+            if world > 1 and dist.is_initialized():
+                dist.all_reduce(stats)
+                dist.all_reduce(cm)
+            iou, _ = scores_from_confusion(cm.numpy())
+            fg = [v for k, v in enumerate(iou) if k > 0 and np.isfinite(v)]
+            metrics = {
+                "epoch": epoch,
+                "step": step,
+                "loss": float(stats[0] / max(stats[1], 1)),
+                "stacks_per_s": float(stats[2]) / max(train_s, 1e-9),
+                "val_mean_iou": float(np.mean(fg)) if fg else float("nan"),
+                **{f"val_iou_{n}": float(iou[k]) for k, n in enumerate(names)},
+                "time_s": round(time.perf_counter() - t0, 3),
+                "bad_shards": len(stream.bad_shards),
+            }
+            history.append(metrics)
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as tmp:
+                    state = {
+                        **loop["ckpt_meta"],
+                        "epoch": epoch,
+                        "step": step,
+                        "history": history,
+                        "bad_shards": stream.bad_shards,
+                    }
+                    save_checkpoint(tmp, net, opt, state)
+                    ray.train.report(
+                        metrics,
+                        checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                        checkpoint_dir_name=f"checkpoint_{epoch:06d}",
+                    )
+                _write_run_outputs(loop, history)
+            else:
+                ray.train.report(metrics)
+    finally:
+        batches.close()
+        if bar is not None:
+            bar.close()
+
+
+def _write_run_outputs(loop: dict, history: list[dict]) -> None:
+    from factory.dataset.storage import resolve_filesystem
+
+    fs, root = resolve_filesystem(loop["run_dir"], endpoint_url=loop["endpoint_url"])
+    _write_file(fs, posixpath.join(root, METRICS_FILE), metrics_csv(history))
+    _write_file(fs, posixpath.join(root, CURVE_FILE), curve_png(history, loop["class_names"]))
+
+
+# --- the driver -----------------------------------------------------------------------------------
+
+
+def _normalization(manifest: dict) -> dict:
+    rc = (manifest.get("config") or {}).get("reconstruction") or {}
+    return {
+        "method": rc.get("normalize", "quantile"),
+        "fov_inset_px": rc.get("fov_inset_px", 5),
+        "fov": "cylinder",
+    }
+
+
+def _error_message(err: BaseException) -> str | None:
+    """The first line of a user-facing error (bad shard, bad data) inside a Ray Train failure."""
+    from factory.dataset.manifest import DatasetError
+
+    seen = set()
+    stack = [err]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError | DatasetError):
+            return str(e)
+        stack.extend([e.__cause__, e.__context__])
+        for attr in ("worker_failures", "_worker_failures"):
+            wf = getattr(e, attr, None)
+            if isinstance(wf, dict):
+                stack.extend(wf.values())
+    text = str(err)
+    for marker in ("DatasetError: ", "UserError: ", "ConfigError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0].strip()
+    return None
+
+
+def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classes: int):
+    from models.data import check_window
+    from models.infer import normalize_volume
+    from models.volume_io import read_volume
+
+    vol, _ = read_volume(path, "--real")
+    lab, _ = read_volume(labels_path, "--real-labels")
+    if lab.shape != vol.shape:
+        raise UserError(f"--real-labels: shape {lab.shape} differs from --real's {vol.shape}")
+    if lab.dtype.kind not in "iu":
+        raise UserError(f"--real-labels: expected integer labels, got {lab.dtype}")
+    lab = lab.astype(np.int64)
+    bad = (lab < -1) | (lab >= num_classes)
+    if bad.any():
+        raise UserError(
+            f"--real-labels: value {int(lab[bad][0])} outside [-1, {num_classes}) "
+            "(−1 = unannotated)"
+        )
+    check_window(vol.shape, cfg.axis, cfg.window, "--real")
+    return normalize_volume(vol, normalization), lab.astype(np.int8)
+
+
+def train(
+    cfg,
+    data_url: str,
+    run_dir: str,
+    *,
+    endpoint_url: str | None = None,
+    init: str | None = None,
+    real: str | None = None,
+    real_labels: str | None = None,
+    progress: bool = False,
+    log=print,
+) -> dict:
+    """Train (or resume) a segmentation network on a dataset; return a summary dict.
+
+    ``cfg`` is a :class:`~models.config.TrainConfig`. Raises :class:`UserError` for bad input: no
+    ``train`` split, a run directory of another dataset/architecture, an ``--init`` checkpoint of
+    another label table, a shard failing its checksum (unless ``cfg.allow_bad_shards``).
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from factory.dataset.manifest import read_manifest
+    from factory.dataset.storage import (
+        is_file,
+        is_local,
+        read_bytes,
+        resolve_filesystem,
+        safe_url,
+    )
+    from models.config import ARCH_FIELDS, TrainConfig
+    from models.infer import check_same_labels, load_checkpoint
+
+    m = read_manifest(data_url, endpoint_url=endpoint_url)
+    classes = sorted(m["labels"]["classes"], key=lambda c: c["id"])
+    names = [c["name"] for c in classes]
+    train_shards = [s for s in m["shards"] if s["split"] == "train"]
+    val_shards = [s for s in m["shards"] if s["split"] == "val"]
+    if not train_shards:
+        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m['splits'])})")
+    if "recon" not in m["fields"] or "labels" not in m["fields"]:
+        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m['fields'])})")
+
+    init_weights, init_meta = None, None
+    if init is not None:
+        model, st = load_checkpoint(init, endpoint_url=endpoint_url)
+        check_same_labels(st["labels"], m["labels"], "--init")
+        arch = st["arch"]
+        cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
+        init_weights = model.state_dict()
+        init_meta = {
+            "checkpoint": safe_url(str(st.get("path"))),
+            "dataset_content_sha256": st.get("dataset", {}).get("content_sha256"),
+            "step": st.get("step"),
+        }
+    shape = m["fields"]["recon"].get("shape") or m["fields"]["recon"].get("shape_max")
+    if shape is not None and shape[cfg.axis] < cfg.window:
+        raise UserError(
+            f"--data: volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
+            f"window of {cfg.window}"
+        )
+
+    fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
+    if is_local(fs):
+        os.makedirs(root, exist_ok=True)
+    run_path = posixpath.join(root, RUN_FILE)
+    run_doc = {
+        "arch": cfg.arch(),
+        "dataset_content_sha256": m["content_sha256"],
+        "labels": m["labels"],
+    }
+    if is_file(fs, run_path):
+        old = json.loads(read_bytes(fs, run_path))
+        for k in ARCH_FIELDS:
+            if old["arch"].get(k) != getattr(cfg, k):
+                raise UserError(
+                    f"--out: {safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
+                    f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
+                )
+        if old["dataset_content_sha256"] != m["content_sha256"]:
+            raise UserError(
+                f"--out: {safe_url(run_dir)!r} holds a run on dataset "
+                f"{old['dataset_content_sha256'][:12]}…, not {m['content_sha256'][:12]}… "
+                "(use another --out)"
+            )
+        check_same_labels(old["labels"], m["labels"], "--out")
+        log(f"resuming the run in {safe_url(run_dir)}")
+    _write_file(
+        fs, run_path, json.dumps({**run_doc, "train_config": cfg.model_dump()}, indent=1).encode()
+    )
+
+    norm = _normalization(m)
+    real_arrays = None
+    if real is not None or real_labels is not None:
+        if real is None or real_labels is None:
+            raise UserError("--real and --real-labels must be given together")
+        if cfg.real_ratio <= 0:
+            raise UserError("--real-ratio: must be > 0 when --real is given")
+        real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
+
+    n_slices = int(shape[cfg.axis]) if shape is not None else 64
+    n_train = sum(s["nsamples"] for s in train_shards)
+    steps_per_epoch = cfg.steps_per_epoch or max(
+        1, math.ceil(n_train * n_slices / (cfg.batch_size * cfg.workers))
+    )
+    grid = (m.get("config") or {}).get("grid") or {}
+    ckpt_meta = {
+        "arch": cfg.arch(),
+        "num_classes": len(names),
+        "labels": m["labels"],
+        "dataset": {
+            "url": safe_url(str(data_url)),
+            "name": m.get("name"),
+            "version": m.get("version"),
+            "content_sha256": m["content_sha256"],
+            "voxel_nm": grid.get("voxel_nm"),
+        },
+        "normalization": norm,
+        "train_config": cfg.model_dump(),
+        "init": init_meta,
+        "real": None if real is None else {"volume": str(real), "labels": str(real_labels)},
+    }
+    loop = {
+        "cfg": cfg.model_dump(),
+        "data_url": str(data_url),
+        "endpoint_url": endpoint_url,
+        "fields": m["fields"],
+        "num_classes": len(names),
+        "class_names": names,
+        "train_shards": train_shards,
+        "val_shards": val_shards,
+        "steps_per_epoch": steps_per_epoch,
+        "run_dir": str(run_dir),
+        "ckpt_meta": ckpt_meta,
+        "init_weights": init_weights,
+        "real": real_arrays,
+        "progress": progress,
+    }
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=True)
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=RAY_NAME,
+            storage_path=root if is_local(fs) else root,
+            storage_filesystem=None if is_local(fs) else fs,
+            failure_config=ray.train.FailureConfig(max_failures=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
+        ),
+    )
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
+        msg = _error_message(err)
+        if msg is not None:
+            raise UserError(msg) from None
+        raise
+    wall = time.perf_counter() - t0
+    ckpt = getattr(result, "checkpoint", None)
+    summary = {
+        "run_dir": safe_url(str(run_dir)),
+        "checkpoint": None if ckpt is None else ckpt.path,
+        "metrics": dict(result.metrics or {}),
+        "wall_s": wall,
+        "steps_per_epoch": steps_per_epoch,
+        "dataset_content_sha256": m["content_sha256"],
+    }
+    if summary["metrics"].get("bad_shards"):
+        log(
+            f"warning: skipped {summary['metrics']['bad_shards']} bad shard(s) (--allow-bad-shards)"
+        )
+    return summary

@@ -1,0 +1,167 @@
+"""The SimAQ 2.5D U-Net and a plain 2D U-Net baseline.
+
+Both take a stack of slices ``x`` of shape (B, S, H, W) (S odd, the slices ±S//2 around the target)
+and return class logits (B, C, H, W) for the centre slice.
+
+* :class:`UNet25D` (Egebjerg & Wüstner, arXiv 2508.10821): encoder blocks of two Conv3d 3×3×3 +
+  BatchNorm + PReLU over the whole stack with 2D-only (1×2×2) pooling, so the stack depth S is kept
+  at every level; skip connections and the bottleneck hand over their centre slice; the decoder is
+  2D (transposed-conv upsampling, two Conv2d 3×3 + BatchNorm + PReLU); a 1×1 conv gives one logit
+  per class.
+* :class:`UNet2D`: the same encoder/decoder in 2D on the centre slice only.
+
+``features`` channels at the first level, doubled per level; ``depth`` resolution levels (depth − 1
+poolings). Inputs whose H, W are not multiples of 2**(depth−1) are zero-padded and the output
+cropped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _block3d(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.PReLU(cout),
+        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.PReLU(cout),
+    )
+
+
+def _block2d(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.PReLU(cout),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.PReLU(cout),
+    )
+
+
+class _Decoder2D(nn.Module):
+    """2D decoder: upsample, concatenate the skip, two convs; then 1×1 conv to class logits."""
+
+    def __init__(self, widths: list[int], num_classes: int):
+        super().__init__()
+        self.up = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for lvl in range(len(widths) - 1, 0, -1):
+            self.up.append(nn.ConvTranspose2d(widths[lvl], widths[lvl - 1], 2, stride=2))
+            self.blocks.append(_block2d(2 * widths[lvl - 1], widths[lvl - 1]))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, bottom: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = bottom
+        for up, block, skip in zip(self.up, self.blocks, reversed(skips), strict=True):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+class _UNetBase(nn.Module):
+    def __init__(self, num_classes: int, window: int, features: int, depth: int):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes: need at least 2, got {num_classes}")
+        if window < 1 or window % 2 != 1:
+            raise ValueError(f"window: must be a positive odd number, got {window}")
+        if features < 1 or depth < 1:
+            raise ValueError(f"features/depth: must be >= 1, got {features}/{depth}")
+        self.num_classes, self.window, self.features, self.depth = (
+            num_classes,
+            window,
+            features,
+            depth,
+        )
+        self.widths = [features * 2**i for i in range(depth)]
+        self.multiple = 2 ** (depth - 1)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.window:
+            raise ValueError(
+                f"input: expected (B, {self.window}, H, W) slice stacks, got {tuple(x.shape)}"
+            )
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        return x, h, w
+
+
+class UNet25D(_UNetBase):
+    """2.5D U-Net: 3D encoder over the slice stack, centre-slice skips, 2D decoder (see module)."""
+
+    def __init__(self, num_classes: int, window: int = 7, features: int = 64, depth: int = 4):
+        super().__init__(num_classes, window, features, depth)
+        cins = [1, *self.widths[:-1]]
+        self.enc = nn.ModuleList(_block3d(a, b) for a, b in zip(cins, self.widths, strict=True))
+        self.pool = nn.MaxPool3d((1, 2, 2))
+        self.dec = _Decoder2D(self.widths, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x, h, w = self._pad(x)
+        c = self.window // 2
+        y = x.unsqueeze(1)  # (B, 1, S, H, W)
+        skips = []
+        for i, block in enumerate(self.enc):
+            y = block(y)
+            if i < len(self.enc) - 1:
+                skips.append(y[:, :, c])
+                y = self.pool(y)
+        return self.dec(y[:, :, c], skips)[..., :h, :w]
+
+
+class UNet2D(_UNetBase):
+    """Plain 2D U-Net on the centre slice of the stack (the baseline)."""
+
+    def __init__(self, num_classes: int, window: int = 7, features: int = 64, depth: int = 4):
+        super().__init__(num_classes, window, features, depth)
+        cins = [1, *self.widths[:-1]]
+        self.enc = nn.ModuleList(_block2d(a, b) for a, b in zip(cins, self.widths, strict=True))
+        self.pool = nn.MaxPool2d(2)
+        self.dec = _Decoder2D(self.widths, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x, h, w = self._pad(x)
+        c = self.window // 2
+        y = x[:, c : c + 1]
+        skips = []
+        for i, block in enumerate(self.enc):
+            y = block(y)
+            if i < len(self.enc) - 1:
+                skips.append(y)
+                y = self.pool(y)
+        return self.dec(y, skips)[..., :h, :w]
+
+
+MODELS = {"unet25d": UNet25D, "unet2d": UNet2D}
+
+
+def build_model(
+    name: str, num_classes: int, *, window: int, features: int, depth: int
+) -> nn.Module:
+    """The network called ``name`` (``unet25d`` or ``unet2d``)."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown model {name!r} (known: {sorted(MODELS)})")
+    return MODELS[name](num_classes, window=window, features=features, depth=depth)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Adam parameter groups: weight decay on conv weights only (none on PReLU, bias, norm)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
