@@ -103,12 +103,18 @@ def _format_validation_error(err: ValidationError) -> str:
     return f"config field {loc or '<root>'}: {msg}; got {shown}{more}"
 
 
+_DIST_KINDS = ("const", "normal", "uniform", "choice")
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
+    """Merge ``over`` into ``base``; a dict naming a Dist kind replaces the old value whole."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = (
-            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        )
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict)
+        if merge and not any(kind in v for kind in _DIST_KINDS):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
     return out
 
 

@@ -77,6 +77,31 @@ def param_type(values: Iterable) -> str:
     return "string"
 
 
+def merge_types(type_names: Iterable[str]) -> str:
+    """The type of a column whose parts (shards) have ``type_names``; same rule as :func:`param_type`.
+
+    Each part's type comes from :func:`param_type` over its non-null values, so merging part types
+    gives the type :func:`param_type` would give over all values at once.
+    """
+    kinds = set(type_names)
+    if kinds == {"bool"}:
+        return "bool"
+    if kinds == {"int64"}:
+        return "int64"
+    if kinds and kinds <= {"int64", "float64"}:
+        return "float64"
+    return "string"
+
+
+def param_types(rows: Iterable[Mapping]) -> dict[str, str]:
+    """``{column: type name}`` of the parameter columns of ``rows`` (each with a ``params`` dict)."""
+    values: dict[str, list] = {}
+    for row in rows:
+        for k, v in row["params"].items():
+            values.setdefault(k, []).append(v)
+    return {k: param_type(v) for k, v in sorted(values.items())}
+
+
 def coerce(value, type_name: str):
     """A value converted to its column's type (strings of other types are their JSON text)."""
     if value is None:

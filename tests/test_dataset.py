@@ -305,39 +305,55 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
 @pytest.mark.slow
 def test_multinode_cluster(small_dataset, tmp_path):
-    """Two raylets of one CPU each (``ray.cluster_utils.Cluster``); ``--address`` joins them."""
+    """Two raylets of one CPU each (``ray.cluster_utils.Cluster``); ``--address ray://HOST:PORT``
+    (Ray Client) and ``--address auto`` (``$RAY_ADDRESS``) join them, 2 workers, one per node."""
+    import socket
+
     from ray.cluster_utils import Cluster
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        client_port = s.getsockname()[1]
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "ray_client_server_port": client_port,
+        },
     )
+    ref = read_manifest(str(small_dataset))["content_sha256"]
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        out = tmp_path / "cluster"
-        res = subprocess.run(
-            _cli(
-                "generate",
-                "--preset",
-                "demo",
-                "--out",
-                str(out),
-                "--address",
-                cluster.address,
-                "--workers",
-                "2",
-                *_set_args(),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert "2 worker(s), 1 CPU" in res.stderr
+        for name, address, env in [
+            ("client", f"ray://127.0.0.1:{client_port}", {}),
+            ("auto", "auto", {"RAY_ADDRESS": cluster.address}),
+        ]:
+            out = tmp_path / name
+            res = subprocess.run(
+                _cli(
+                    "generate",
+                    "--preset",
+                    "demo",
+                    "--out",
+                    str(out),
+                    "--address",
+                    address,
+                    "--workers",
+                    "2",
+                    *_set_args(),
+                ),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, **env},
+            )
+            assert res.returncode == 0, res.stderr[-3000:]
+            assert "2 worker(s), 1 CPU" in res.stderr
+            assert read_manifest(str(out))["content_sha256"] == ref, name
     finally:
         cluster.shutdown()
-    m = read_manifest(str(out))
-    assert m["content_sha256"] == read_manifest(str(small_dataset))["content_sha256"]
 
 
 def test_a_failing_sample_leaves_nothing_or_a_resumable_run(monkeypatch, tmp_path):

@@ -94,7 +94,9 @@ class _Progress:
         self.done[name] = max(done, self.done.get(name, 0))
 
     def take(self) -> dict[str, int]:
-        return dict(self.done)
+        """The updates since the last call (so a poll costs O(shards in flight), not O(shards))."""
+        out, self.done = self.done, {}
+        return out
 
 
 def ray_pool_shape(
@@ -194,7 +196,7 @@ def run_ray(
                     on_ready()
             if on_progress is not None:
                 for name, done in ray.get(progress.take.remote()).items():
-                    if seen.get(name) != done:
+                    if done > seen.get(name, 0):
                         seen[name] = done
                         on_progress(name, done)
             for ref in ready:
@@ -214,7 +216,7 @@ def run_ray(
                         )
                         failure = ShardFailed(spec.name, msg, user)
                     continue
-                if on_progress is not None and seen.get(spec.name) != spec.nsamples:
+                if on_progress is not None and seen.get(spec.name, 0) < spec.nsamples:
                     seen[spec.name] = spec.nsamples
                     on_progress(spec.name, spec.nsamples)
                 records.append(rec)
@@ -227,6 +229,40 @@ def run_ray(
     if failure is not None:
         raise failure
     return records
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``HOST:PORT`` or ``ray://HOST:PORT`` nobody listens on.
+
+    ``ray.init`` waits minutes for a GCS that does not answer; a TCP connect says so in
+    milliseconds (refused) or ``timeout_s`` (filtered). ``auto`` is left to Ray, which fails fast.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    if parts.scheme not in ("ray", "gcs"):
+        raise UserError(f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        if parts.scheme == "ray" and host:
+            port = 10001  # Ray Client's default port
+        else:
+            raise UserError(
+                f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
+            )
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"--address: cannot connect to Ray at {address!r} ({host}:{port}: {reason})"
+        ) from None
 
 
 def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -243,6 +279,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
         return False
     kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as err:

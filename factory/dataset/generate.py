@@ -4,8 +4,12 @@ Order of writes (a reader looks at ``manifest.json`` only, so nothing is visible
 
 1. ``_records/_plan.json``: config sha256, seed and the shard plan (what ``--resume`` must match).
 2. Each shard: ``_tmp/...part`` → ``shards/{split}-{NNNNNN}.tar``, then ``_records/{shard}.json``.
-3. ``index.parquet``, ``README.md``, ``preview.png``; ``manifest.json`` **last**; then ``_records/``
-   and ``_tmp/`` are removed.
+3. ``index.parquet`` (streamed from the shard records, a row group at a time, so the driver's
+   memory does not grow with the sample count), ``README.md``, ``preview.png``;
+   ``manifest.json`` **last**; then ``_records/`` and ``_tmp/`` are removed.
+
+Before step 1 the destination is checked (refuse to overwrite; writable) and, for the Ray executor,
+the cluster is connected and the worker pool sized, so bad input is refused with nothing written.
 
 ``content_sha256`` hashes the shard checksums only, so it does not depend on the time, the
 executor, the worker count or on interruptions (``--resume``).
@@ -13,7 +17,6 @@ executor, the worker count or on interruptions (``--resume``).
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import subprocess
@@ -38,10 +41,14 @@ from factory.dataset.shards import (
     ShardSpec,
     canonical_json,
     plan_shards,
+    record_path,
+    slim_record,
 )
 from factory.errors import UserError
+from schemas.index import param_types
 
 INDEX_NAME = "index.parquet"
+INDEX_ROW_GROUP = 65536  # rows per Parquet row group: the index is written this many at a time
 CARD_NAME = "README.md"
 PREVIEW_NAME = "preview.png"
 
@@ -169,7 +176,9 @@ def _done_records(fs, root: str, specs: list[ShardSpec]) -> dict[str, dict]:
             continue
         shard = fs.get_file_info(storage.join(root, spec.url))
         if shard.type == storage.pafs.FileType.File and shard.size == rec.get("bytes"):
-            done[spec.url] = rec
+            if "param_types" not in rec:
+                rec["param_types"] = param_types(rec.get("rows", []))
+            done[spec.url] = slim_record(rec)
     return done
 
 
@@ -213,16 +222,13 @@ def _merge_fields(config, records: list[dict]) -> dict:
     return out
 
 
-def _index_table(records: list[dict], class_names: list[str]):
-    """The ``index.parquet`` table (schema: :mod:`schemas.index`) from the shard records."""
+def _rows_table(rows: list[dict], class_names: list[str], types: dict[str, str]):
+    """Rows of the index as a ``pyarrow.Table`` (schema: :mod:`schemas.index`, params ``types``)."""
     import pyarrow as pa
 
-    from schemas.index import FRACTION_PREFIX, arrow_schema, coerce, fixed_fields, param_type
+    from schemas.index import FRACTION_PREFIX, arrow_schema, coerce, fixed_fields
 
-    rows = [row for r in records for row in r["rows"]]
-    params = sorted({k for row in rows for k in row["params"]})
-    types = {k: param_type(row["params"].get(k) for row in rows) for k in params}
-    columns = fixed_fields(class_names) + [(k, types[k]) for k in params]
+    columns = fixed_fields(class_names) + list(types.items())
     data: dict[str, list] = {name: [] for name, _ in columns}
     for row in rows:
         total = max(sum(row["class_voxels"]), 1)
@@ -230,9 +236,61 @@ def _index_table(records: list[dict], class_names: list[str]):
             data[key].append(row[key])
         for i, name in enumerate(class_names):
             data[f"{FRACTION_PREFIX}{name}"].append(row["class_voxels"][i] / total)
-        for k in params:
-            data[k].append(coerce(row["params"].get(k), types[k]))
+        for k, t in types.items():
+            data[k].append(coerce(row["params"].get(k), t))
     return pa.Table.from_pydict(data, schema=arrow_schema(columns))
+
+
+def write_index(fs, root: str, records: list[dict], class_names: list[str]) -> dict:
+    """Write ``index.parquet`` from the shards' record files; return the parameter ranges.
+
+    Streams: the rows of at most :data:`INDEX_ROW_GROUP` samples (plus one shard) are in memory at
+    a time, whatever the dataset size. ``records`` (sorted by ``first_index``) give each shard's
+    column types, merged over the dataset before the first row is written.
+    """
+    import pyarrow.parquet as pq
+
+    from schemas.index import merge_types
+
+    names = sorted({k for r in records for k in r["param_types"]})
+    types = {
+        k: merge_types(r["param_types"][k] for r in records if k in r["param_types"]) for k in names
+    }
+    schema = _rows_table([], class_names, types).schema
+    final = storage.join(root, INDEX_NAME)
+    tmp = storage.tmp_path(root, final)
+    storage.ensure_dir(fs, posixpath.dirname(tmp))
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def flush(writer, rows: list[dict]) -> None:
+        table = _rows_table(rows, class_names, types)
+        writer.write_table(table, row_group_size=max(len(rows), 1))
+        merge_ranges(ranges, _param_ranges(table))
+
+    try:
+        with fs.open_output_stream(tmp) as fh:
+            with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+                rows: list[dict] = []
+                for rec in records:
+                    rows += json.loads(storage.read_bytes(fs, record_path(root, rec)))["rows"]
+                    if len(rows) >= INDEX_ROW_GROUP:
+                        flush(writer, rows)
+                        rows = []
+                if rows or not records:
+                    flush(writer, rows)
+        storage.commit(fs, tmp, final)
+    except BaseException:
+        storage.delete_quietly(fs, tmp)
+        raise
+    return ranges
+
+
+def merge_ranges(acc: dict, new: dict) -> dict:
+    """Merge ``{column: (min, max)}`` ranges ``new`` into ``acc`` (in place; returned)."""
+    for k, (lo, hi) in new.items():
+        old = acc.get(k)
+        acc[k] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+    return acc
 
 
 def _param_ranges(table) -> dict[str, tuple[float, float]]:
@@ -255,9 +313,10 @@ def _param_ranges(table) -> dict[str, tuple[float, float]]:
 def finalize(
     config, seed: int, out: str, records: list[dict], *, endpoint_url=None, command: str = ""
 ) -> dict:
-    """Write index, card, preview and (last) the manifest from all shard records; clean up."""
-    import pyarrow.parquet as pq
+    """Write index, card, preview and (last) the manifest from all shard records; clean up.
 
+    ``records`` are the slim records; the per-sample rows are read back from ``_records/``.
+    """
     from factory.rng import SEED_RULE
     from schemas import label_scheme
 
@@ -306,10 +365,7 @@ def finalize(
         "index": INDEX_NAME,
         "card": CARD_NAME,
     }
-    table = _index_table(records, list(scheme.names))
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(fs, root, storage.join(root, INDEX_NAME), buf.getvalue())
+    ranges = write_index(fs, root, records, list(scheme.names))
     if shards:
         from factory.dataset.card import preview_png
 
@@ -324,7 +380,7 @@ def finalize(
         storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
     from factory.dataset.card import dataset_card
 
-    card = dataset_card(manifest, fractions, _param_ranges(table), command)
+    card = dataset_card(manifest, fractions, ranges, command)
     storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
     storage.write_bytes_atomic(
         fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest, indent=1).encode()
@@ -351,9 +407,17 @@ def generate_dataset(
 ) -> dict:
     """Generate the dataset of (``config``, ``seed``) at ``out`` (local path or ``s3://``).
 
-    Returns the manifest. Raises :class:`UserError` for bad input before anything is written.
+    Returns the manifest. Bad input (destination, Ray address, pool shape) raises
+    :class:`UserError` before anything is written; a failure before the first shard is committed
+    removes what the run wrote; a later one leaves committed shards for ``--resume``.
     """
-    from factory.dataset.executor import ShardFailed, connect_ray, run_local, run_ray
+    from factory.dataset.executor import (
+        ShardFailed,
+        connect_ray,
+        ray_pool_shape,
+        run_local,
+        run_ray,
+    )
 
     if executor not in ("ray", "local"):
         raise UserError(f"--executor: must be ray or local, got {executor!r}")
@@ -365,74 +429,91 @@ def generate_dataset(
     fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
     specs, _ = plan_shards(config.dataset)
     plan = _plan_doc(config, seed, specs)
+    plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
     try:
         existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
         if existing is not None:
             say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
             return existing
-        storage.check_writable(fs, root, out)
-        plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
-        if not storage.is_file(fs, plan_path):
-            storage.write_bytes_atomic(fs, root, plan_path, canonical_json(plan))
-        done = _done_records(fs, root, specs)
+        storage.check_writable(fs, root, out)  # leaves nothing behind
+        fresh = not storage.is_file(fs, plan_path)
     except OSError as err:
         raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
-    todo = [s for s in specs if s.url not in done]
-    n_done = sum(r["nsamples"] for r in done.values())
-    if done:
-        say(f"resuming: {len(done)} of {len(specs)} shards already committed")
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=config.dataset.num_samples,
-            initial=n_done,
-            unit="sample",
-            desc="generate",
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
-    counts: dict[str, int] = {}
-
-    def on_progress(name: str, n: int) -> None:
-        delta = n - counts.get(name, 0)
-        if delta > 0:
-            counts[name] = n
-            if bar is not None:
-                bar.update(delta)
-
-    records = list(done.values())
     started = False
+    bar = None
+    records: list[dict] = []
     try:
-        if executor == "local":
-            records += run_local(
-                config, seed, out, todo, endpoint_url=endpoint_url, on_progress=on_progress
-            )
-        else:
+        if executor == "ray":  # connect and size the pool before the first write
+            import ray
+
             started = connect_ray(address)
-
-            def on_start(n: int, cpus: float, gpus: float) -> None:
-                say(f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each")
-
-            records += run_ray(
-                config,
-                seed,
-                out,
-                todo,
-                endpoint_url=endpoint_url,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                on_progress=on_progress,
-                on_start=on_start,
+            ray_pool_shape(
+                ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker
             )
-    except (ShardFailed, UserError) as err:
-        if not records and not _committed_any(fs, root):
-            _remove_run(fs, root)  # bad input found by the first sample: leave nothing behind
-        if isinstance(err, ShardFailed) and err.user_error is not None:
-            raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
-        raise
+        try:
+            if fresh:
+                storage.write_bytes_atomic(fs, root, plan_path, canonical_json(plan))
+            done = _done_records(fs, root, specs)
+        except OSError as err:
+            raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
+        todo = [s for s in specs if s.url not in done]
+        n_done = sum(r["nsamples"] for r in done.values())
+        if done:
+            say(f"resuming: {len(done)} of {len(specs)} shards already committed")
+        records = list(done.values())
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=config.dataset.num_samples,
+                initial=n_done,
+                unit="sample",
+                desc="generate",
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+        counts: dict[str, int] = {}
+
+        def on_progress(name: str, n: int) -> None:
+            delta = n - counts.get(name, 0)
+            if delta > 0:
+                counts[name] = n
+                if bar is not None:
+                    bar.update(delta)
+
+        try:
+            if executor == "local":
+                records += run_local(
+                    config, seed, out, todo, endpoint_url=endpoint_url, on_progress=on_progress
+                )
+            else:
+
+                def on_start(n: int, cpus: float, gpus: float) -> None:
+                    say(f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each")
+
+                records += run_ray(
+                    config,
+                    seed,
+                    out,
+                    todo,
+                    endpoint_url=endpoint_url,
+                    workers=workers,
+                    gpus_per_worker=gpus_per_worker,
+                    on_progress=on_progress,
+                    on_start=on_start,
+                )
+        except (ShardFailed, UserError, OSError) as err:
+            try:
+                if not records and not _committed_any(fs, root):
+                    _remove_run(fs, root)  # bad input found by the first sample: leave nothing
+            except OSError:
+                pass  # the store is unreachable: --resume sorts out what is there
+            if isinstance(err, ShardFailed) and err.user_error is not None:
+                raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
+            if isinstance(err, ShardFailed | OSError):  # store lost, worker lost, stage crashed
+                raise UserError(_interrupted(out, err)) from None
+            raise
     finally:
         if bar is not None:
             bar.close()
@@ -440,4 +521,17 @@ def generate_dataset(
             import ray
 
             ray.shutdown()
-    return finalize(config, seed, out, records, endpoint_url=endpoint_url, command=command)
+    try:
+        return finalize(config, seed, out, records, endpoint_url=endpoint_url, command=command)
+    except OSError as err:
+        raise UserError(_interrupted(out, err)) from None
+
+
+def _interrupted(out: str, err: BaseException) -> str:
+    """One line for a run stopped by an I/O or worker failure (committed shards are kept)."""
+    lines = str(err).strip().splitlines()
+    reason = (lines[0] if lines else type(err).__name__)[:300]
+    return (
+        f"--out: writing to {storage.safe_url(out)!r} failed ({reason}); the shards committed so "
+        "far are kept: run again with --resume to finish"
+    )

@@ -6,7 +6,8 @@ Layout of a dataset root::
     index.parquet            one row per sample (schemas/index.py)
     README.md, preview.png   the dataset card
     shards/{split}-{NNNNNN}.tar
-    _records/{shard}.json    per-shard commit records (removed once the manifest is written)
+    _records/{shard}.json    per-shard commit records with one row per sample for the index
+                             (removed once the manifest is written)
     _tmp/                    temporary names of files being written (removed at the end)
 
 A shard is a plain POSIX ustar file written by ``webdataset.TarWriter`` with a fixed mtime, owner
@@ -218,11 +219,15 @@ class ShardBuilder:
         return factory.sample.simulate_sample(self.config, self.seed, index, device=self.device)
 
     def build(self, spec: ShardSpec, progress: Callable[[str, int], None] | None = None) -> dict:
-        """Write shard ``spec`` (temp name, then commit) and its record; return the record."""
+        """Write shard ``spec`` (temp name, then commit) and its record; return the slim record.
+
+        The record file holds one row per sample (for ``index.parquet``); the returned record
+        leaves the rows out, so the driver's memory does not grow with the sample count.
+        """
         import webdataset as wds
 
         from factory.dataset import storage
-        from schemas.index import flatten_params
+        from schemas.index import flatten_params, param_types
 
         dcfg = self.config.dataset
         final = storage.join(self.root, spec.url)
@@ -285,13 +290,21 @@ class ShardBuilder:
             "sha256": sink.sha.hexdigest(),
             "fields": shapes,
             "class_voxels": counts.tolist(),
+            "param_types": param_types(rows),
             "rows": rows,
         }
         storage.write_bytes_atomic(
             self.fs, self.root, record_path(self.root, spec), canonical_json(record)
         )
-        return record
+        return slim_record(record)
 
 
-def record_path(root: str, spec: ShardSpec) -> str:
-    return posixpath.join(root, RECORDS_DIR, spec.name.removesuffix(".tar") + ".json")
+def record_path(root: str, spec: ShardSpec | dict) -> str:
+    """Where the commit record of a shard (a spec or a record with its ``url``) is kept."""
+    url = spec.url if isinstance(spec, ShardSpec) else spec["url"]
+    return posixpath.join(root, RECORDS_DIR, posixpath.basename(url).removesuffix(".tar") + ".json")
+
+
+def slim_record(record: dict) -> dict:
+    """``record`` without its per-sample rows (what the driver keeps in memory)."""
+    return {k: v for k, v in record.items() if k != "rows"}

@@ -162,13 +162,23 @@ def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
 
 
 def check_writable(fs: pafs.FileSystem, root: str, url: str) -> None:
-    """Raise :class:`UserError` unless a file can be written (and removed) under ``root``."""
-    probe = join(root, TMP_DIR, f".probe-{uuid.uuid4().hex}")
+    """Raise :class:`UserError` unless a file can be written (and removed) under ``root``.
+
+    Leaves nothing behind: the probe file, and the ``_tmp/`` folder and root folder if this call
+    created them, are removed again.
+    """
+    tmp_dir = join(root, TMP_DIR)
+    created = [p for p in (tmp_dir, root) if is_local(fs) and not exists(fs, p)]
+    probe = join(tmp_dir, f".probe-{uuid.uuid4().hex}")
     try:
-        ensure_dir(fs, posixpath.dirname(probe))
+        ensure_dir(fs, tmp_dir)
         with fs.open_output_stream(probe) as fh:
             fh.write(b"")
         fs.delete_file(probe)
     except (OSError, PermissionError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"--out: cannot write to {safe_url(url)!r} ({reason})") from None
+    finally:
+        for path in created:  # innermost first; only if still empty
+            if exists(fs, path) and not list_dir(fs, path):
+                delete_quietly(fs, path)

@@ -37,8 +37,8 @@ def verify_dataset(
     return verify_dataset_at(root, m, endpoint_url=endpoint_url, progress=progress)
 
 
-def read_index(url: str, *, endpoint_url: str | None = None):
-    """The dataset's ``index.parquet`` as a ``pyarrow.Table`` (None if absent)."""
+def _index_file(url: str, *, endpoint_url: str | None = None):
+    """The dataset's ``index.parquet`` as a ``pyarrow.parquet.ParquetFile`` (None if absent)."""
     import pyarrow.parquet as pq
 
     root, _ = _dataset_root(url)
@@ -46,24 +46,36 @@ def read_index(url: str, *, endpoint_url: str | None = None):
     p = storage.join(path, "index.parquet")
     if not storage.is_file(fs, p):
         return None
-    return pq.read_table(io.BytesIO(storage.read_bytes(fs, p)))
+    return pq.ParquetFile(io.BytesIO(storage.read_bytes(fs, p)))
+
+
+def read_index(url: str, *, endpoint_url: str | None = None):
+    """The dataset's ``index.parquet`` as a ``pyarrow.Table`` (None if absent)."""
+    pf = _index_file(url, endpoint_url=endpoint_url)
+    return None if pf is None else pf.read()
 
 
 def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
-    """A summary: version, counts, sizes, class fractions and drawn parameter ranges."""
-    from factory.dataset.generate import _param_ranges
+    """A summary: version, counts, sizes, class fractions and drawn parameter ranges.
+
+    The index is scanned one row group at a time (memory does not grow with the sample count).
+    """
+    from factory.dataset.generate import _param_ranges, merge_ranges
 
     m = read_manifest(url, endpoint_url=endpoint_url)
     total = sum(s["bytes"] for s in m["shards"])
-    table = read_index(url, endpoint_url=endpoint_url)
+    pf = _index_file(url, endpoint_url=endpoint_url)
     fractions = m.get("class_fractions")
-    ranges = {}
-    if table is not None:
-        ranges = {k: list(v) for k, v in _param_ranges(table).items()}
-        if table.num_rows != m["num_samples"]:
+    ranges: dict = {}
+    if pf is not None:
+        rows = pf.metadata.num_rows
+        if rows != m["num_samples"]:
             raise DatasetError(
-                f"index.parquet: {table.num_rows} rows, the manifest has {m['num_samples']} samples"
+                f"index.parquet: {rows} rows, the manifest has {m['num_samples']} samples"
             )
+        for i in range(pf.num_row_groups):
+            merge_ranges(ranges, _param_ranges(pf.read_row_group(i)))
+        ranges = {k: list(v) for k, v in ranges.items()}
     return {
         "name": m["name"],
         "version": m["version"],
