@@ -287,13 +287,17 @@ class NucleolusConfig(StrictModel):
 
 
 class NucleusConfig(StrictModel):
-    """One nucleus per cell: an ellipsoid placed first, with a nucleolus."""
+    """One nucleus per cell: an ellipsoid placed first, off-centre, with a nucleolus."""
 
     enabled: bool = False
     radius_vox: Dist = Field(Dist(normal=(30.0, 3.0), clamp=(20.0, 40.0)))
     axis_jitter: float = Field(0.1, ge=0.0, lt=1.0)
     margin: float = Field(0.9, gt=0.0, le=1.0, description="inside margin x the cell interior")
-    tries: int = Field(50, ge=1, le=10_000)
+    offset: Dist = Field(
+        Dist(uniform=(0.5, 1.0)),
+        description="distance of the nucleus centre from the cell centre, as a fraction of the "
+        "largest one that keeps it inside (0: centred; 1: touching the margin)",
+    )
     lac: Dist = Field(default_factory=lambda: _measured("nucleus"))
     nucleolus: NucleolusConfig = NucleolusConfig()
 
@@ -301,6 +305,14 @@ class NucleusConfig(StrictModel):
     @classmethod
     def _radius(cls, v: Dist) -> Dist:
         return _check_dist(v, "radius_vox", positive=True)
+
+    @field_validator("offset")
+    @classmethod
+    def _offset(cls, v: Dist) -> Dist:
+        lo, hi = v.bounds
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"offset: every draw must lie in [0, 1], got {_show(v)}")
+        return v
 
     @field_validator("lac")
     @classmethod
@@ -390,7 +402,8 @@ class PhantomConfig(StrictModel):
         True,
         description="if the largest possible cell would not fit the grid, shrink every length of "
         "the phantom (radii, wall, deformation, texture) by one factor so it does (recorded in "
-        "meta as fit_factor); if false, such a config is an error",
+        "meta as fit_factor; a wall never gets thinner than 1 voxel by it); if false, such a "
+        "config is an error",
     )
     scale_lac_with_energy: bool = Field(
         True,
@@ -469,4 +482,28 @@ class PhantomConfig(StrictModel):
                     f"phantom.{name}: organelles of radius >= {need:.1f} voxels (x scale {s}) "
                     f"cannot fit in cells whose interior is at most {room:.1f} voxels; "
                     f"got {_show(value)} with cells.radius_vox {_show(c.radius_vox)}"
+                )
+        # Together: the smallest draws' volumes must not exceed the largest interior's volume
+        # (disjoint balls inside a ball), else the configured counts can never be placed.
+        packs = []
+        if self.vacuoles.enabled:
+            n = max(0, round(self.vacuoles.count.bounds[0]))
+            r = self.vacuoles.radius_bounds()[0] * s
+            vol = n * r**3
+            if self.nucleus.enabled:
+                vol += (self.nucleus.radius_vox.bounds[0] * s * (1 - self.nucleus.axis_jitter)) ** 3
+            packs.append(("vacuoles.count", n, vol, self.vacuoles.margin * inner_hi))
+        if self.lipid_droplets.enabled:
+            ld = self.lipid_droplets
+            n = max(0, round(ld.count.bounds[0]))
+            vol = n * (ld.radius_vox.bounds[0] * s + ld.gap_vox / 2) ** 3
+            packs.append(("lipid_droplets.count", n, vol, inner_hi))
+        for name, n, vol, room in packs:
+            if vol > room**3:
+                section = getattr(self, name.split(".")[0])
+                raise ValueError(
+                    f"phantom.{name}: at least {n} organelles of radius "
+                    f"{(vol / max(n, 1)) ** (1 / 3):.1f} voxels (x scale {s}) cannot fit together "
+                    f"in cells whose interior is at most {room:.1f} voxels; got "
+                    f"{_show(section.count)} with radius_vox {_show(section.radius_vox)}"
                 )

@@ -2,8 +2,9 @@
 
 Conventions: points are (z, y, x) in voxels. A cell has a centre in the grid and a rotation ``R``
 (3x3, columns are the cell's axes in grid coordinates); organelles live in the cell's local frame
-``q = R.T @ (p - centre)`` as axis-aligned ellipsoids. Every test here is *conservative*: an accepted
-configuration is guaranteed free of overlap; a rejected one may in rare cases have fitted.
+``q = R.T @ (p - centre)`` as axis-aligned ellipsoids. Ball-in/out-of-ellipsoid tests are exact (up
+to float rounding); other tests are *conservative*: an accepted configuration is guaranteed free of
+overlap; a rejected one may in rare cases have fitted.
 """
 
 from __future__ import annotations
@@ -38,16 +39,74 @@ def ellipsoid_norm(p: np.ndarray, radii: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(p) / np.asarray(radii)))
 
 
+def surface_distance(p, radii) -> float:
+    """Signed Euclidean distance from ``p`` to the surface of the axis-aligned ellipsoid of
+    ``radii`` centred at 0: > 0 outside, < 0 inside (voxels).
+
+    The closest surface point is ``x_i = a_i^2 p_i / (t + a_i^2)`` where ``t`` is the root of
+    ``sum (a_i p_i / (t + a_i^2))^2 = 1`` (monotone in ``t``; solved by bisection); inside, when the
+    root lies at the pole ``t = -min a_i^2`` (p on the plane of the shortest axis), the closest
+    points are found in closed form.
+    """
+    a2 = [float(r) * float(r) for r in radii]
+    q = [abs(float(x)) for x in p]
+    s = sum(qi * qi / ai for qi, ai in zip(q, a2, strict=True))
+    if s == 1.0:
+        return 0.0
+
+    def f(t: float) -> float:
+        return sum(ai * qi * qi / (t + ai) ** 2 for qi, ai in zip(q, a2, strict=True)) - 1.0
+
+    amin = min(a2)
+    if s > 1.0:
+        lo, hi = 0.0, math.sqrt(max(a2)) * math.sqrt(sum(qi * qi for qi in q))
+    else:
+        lo, hi = -amin * (1.0 - 1e-12), 0.0
+        if f(lo) <= 0.0:  # the pole case: x = p off the shortest axes, the rest on them
+            x2, far = 0.0, 1.0
+            for qi, ai in zip(q, a2, strict=True):
+                if ai > amin * (1.0 + 1e-12):
+                    xi = ai * qi / (ai - amin)
+                    x2 += (xi - qi) ** 2
+                    far -= xi * xi / ai
+                else:
+                    far -= qi * qi / ai  # qi ~ 0 here
+            return -math.sqrt(x2 + amin * max(far, 0.0))
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if f(mid) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    t = 0.5 * (lo + hi)
+    d = math.sqrt(sum((ai * qi / (t + ai) - qi) ** 2 for qi, ai in zip(q, a2, strict=True)))
+    return d if s > 1.0 else -d
+
+
 def sphere_inside(c: np.ndarray, r: float, centre: np.ndarray, radii: np.ndarray, limit=1.0):
-    """True if the ball (c, r) lies inside the ellipsoid scaled by ``limit`` (conservative)."""
-    radii = np.asarray(radii, float)
-    return ellipsoid_norm(np.asarray(c) - centre, radii) + r / radii.min() <= limit
+    """True if the ball (c, r) lies inside the ellipsoid (``centre``, ``radii`` x ``limit``)."""
+    radii = np.asarray(radii, float) * limit
+    rel = np.asarray(c, float) - centre
+    n = ellipsoid_norm(rel, radii)
+    if n + r / radii.min() <= 1.0:  # fast sufficient test
+        return True
+    if n >= 1.0 or r >= radii.min():
+        return False
+    return -surface_distance(rel, radii) >= r
 
 
 def sphere_outside(c: np.ndarray, r: float, centre: np.ndarray, radii: np.ndarray) -> bool:
-    """True if the ball (c, r) lies wholly outside the ellipsoid (conservative)."""
+    """True if the ball (c, r) lies wholly outside the ellipsoid (``centre``, ``radii``)."""
     radii = np.asarray(radii, float)
-    return ellipsoid_norm(np.asarray(c) - centre, radii) - r / radii.min() >= 1.0
+    rel = np.asarray(c, float) - centre
+    n = ellipsoid_norm(rel, radii)
+    if n - r / radii.min() >= 1.0:  # fast sufficient test
+        return True
+    if n <= 1.0:
+        return False
+    return surface_distance(rel, radii) >= r
 
 
 def extent_along(radii: np.ndarray, v: np.ndarray) -> float:

@@ -67,14 +67,16 @@ class CellPlan:
     drawn: dict = field(default_factory=dict)  # requested counts and failures
 
     @property
-    def inner_scale(self) -> float:
-        """Inner wall surface = outer ellipsoid scaled by this (wall ``wall`` thick on average)."""
-        return max(0.05, 1.0 - self.wall / float(np.mean(self.radii)))
-
-    @property
     def inner(self) -> np.ndarray:
-        """Radii of the cell interior (cytoplasm side of the wall), local axes."""
-        return self.radii * self.inner_scale
+        """Radii of the cell interior (cytoplasm side of the wall), local axes: the outer radii less
+        the wall, so the wall is ``wall`` thick along every axis (as in the SimAQ reference)."""
+        return inner_radii(self.radii, self.wall)
+
+
+def inner_radii(radii: np.ndarray, wall: float) -> np.ndarray:
+    """Interior radii of an ellipsoid of outer ``radii`` with a wall ``wall`` thick (voxels)."""
+    radii = np.asarray(radii, float)
+    return np.maximum(radii - wall, 0.05 * radii)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ def draw_cells(cfg: PhantomConfig, rng: np.random.Generator, ctx: Ctx) -> list[C
     cells = []
     for i in range(n):
         radii = np.array([c.radius_vox.sample(rng) for _ in range(3)]) * ctx.radius_scale
-        wall = float(c.wall_thickness_vox.sample(rng)) * ctx.fit
+        wall = float(c.wall_thickness_vox.sample(rng))
+        wall = max(wall * ctx.fit, min(wall, 1.0))  # a fitted wall stays a closed voxel shell
         rot = geo.random_rotation(rng) if c.orientation == "random" else np.eye(3)
         lac = c.lac.sample(rng) * ctx.lac_ratio
         wall_lac = c.wall_lac.sample(rng) * ctx.lac_ratio
@@ -142,6 +145,34 @@ def draw_cells(cfg: PhantomConfig, rng: np.random.Generator, ctx: Ctx) -> list[C
     return cells
 
 
+def _feasible_point(rng, inner: np.ndarray, r: float, margin: float = 1.0) -> np.ndarray | None:
+    """A candidate centre for a ball of radius ``r`` inside the interior ``inner`` x ``margin``.
+
+    Drawn uniformly in the ellipsoid of radii ``inner x margin - r`` (which holds every feasible
+    centre) and kept if the ball fits (exact test); None otherwise. Accepted points are uniform over
+    the feasible region, as with rejection sampling from the whole interior, at a far better rate.
+    """
+    box = inner * margin - r
+    if np.any(box <= 0):
+        return None
+    p = geo.uniform_in_ball(rng) * box
+    return p if geo.sphere_inside(p, r, np.zeros(3), inner, margin) else None
+
+
+def _farthest_inside(u: np.ndarray, inner: np.ndarray, r: float, margin: float) -> float:
+    """Largest ``t`` in [0, 1] with the ball (``t * u * (inner x margin - r)``, ``r``) inside the
+    interior (the feasible centres form a convex set holding 0: bisection along the ray)."""
+    d = u * (inner * margin - r)
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if geo.sphere_inside(mid * d, r, np.zeros(3), inner, margin):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def _place_nucleus(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
     nc = cfg.nucleus
     inner = cell.inner
@@ -149,14 +180,16 @@ def _place_nucleus(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
     radii = r * (1.0 + rng.uniform(-nc.axis_jitter, nc.axis_jitter, 3))
     lac = nc.lac.sample(rng) * ctx.lac_ratio
     cell.drawn["nucleus"] = 1
-    for _ in range(nc.tries):
-        p = geo.uniform_in_ball(rng) * inner * nc.margin
-        if geo.sphere_inside(p, radii.max(), np.zeros(3), inner, nc.margin):
-            cell.nucleus = Ellipsoid("nucleus", p, radii, lac)
-            break
-    if cell.nucleus is None:
+    # Off-centre, as in yeast (the vacuole takes the other side): the centre lies along a random
+    # direction at ``offset`` x the farthest distance that keeps the nucleus inside.
+    rb = float(radii.max())
+    if np.any(inner * nc.margin - rb <= 0):
         cell.drawn["nucleus_failed"] = 1
         return
+    u = geo.random_unit(rng)
+    t = _farthest_inside(u, inner, rb, nc.margin) * nc.offset.sample(rng)
+    p = t * u * (inner * nc.margin - rb)
+    cell.nucleus = Ellipsoid("nucleus", p, radii, lac)
     nl = nc.nucleolus
     if nl.enabled:
         rmin = float(radii.min())
@@ -187,8 +220,8 @@ def _place_vacuoles(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
         if cell.nucleus is not None:
             others.append((cell.nucleus.centre, cell.nucleus.bound))
         for _ in range(vc.tries):
-            p = geo.uniform_in_ball(rng) * inner * vc.margin
-            if not geo.sphere_inside(p, rb, np.zeros(3), inner, vc.margin):
+            p = _feasible_point(rng, inner, rb, vc.margin)
+            if p is None:
                 continue
             if all(np.linalg.norm(p - q) >= rb + rq + vc.gap_vox for q, rq in others):
                 placed.append(Ellipsoid("vacuole", p, radii, lac))
@@ -239,8 +272,8 @@ def _place_droplets(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
         lac = lc.lac.sample(rng) * ctx.lac_ratio
         ok = None
         for _ in range(lc.tries):
-            p = geo.uniform_in_ball(rng) * inner
-            if not geo.sphere_inside(p, r, np.zeros(3), inner):
+            p = _feasible_point(rng, inner, r)
+            if p is None:
                 continue
             if any(np.linalg.norm(p - d.centre) < r + d.bound + lc.gap_vox for d in cell.droplets):
                 continue
@@ -250,7 +283,9 @@ def _place_droplets(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
                 continue
             host = None
             for j, v in enumerate(cell.vacuoles):
-                if geo.sphere_inside(p, r, v.centre, v.radii):
+                # Inside: clear of the vacuole's boundary by the gap too, so that "wholly
+                # inside" survives voxelisation (never a droplet on the vacuole's edge).
+                if geo.sphere_inside(p, r + lc.gap_vox, v.centre, v.radii):
                     host = j
                 elif not geo.sphere_outside(p, r + lc.gap_vox, v.centre, v.radii):
                     host = -1  # straddles the vacuole boundary

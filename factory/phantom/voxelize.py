@@ -24,7 +24,7 @@ import torch
 
 import schemas
 from factory.noise import fractal_noise, perlin_noise
-from factory.phantom.plan import CellPlan, Ellipsoid
+from factory.phantom.plan import CellPlan, Ellipsoid, inner_radii
 
 #: Upper bound on voxels evaluated per batch of tube segments (memory cap).
 _SEG_BATCH_VOXELS = 1_000_000
@@ -117,10 +117,9 @@ class _CellBox:
         """Boolean mask of ``|(q - centre) / radii| <= 1`` over ``sl`` (default: the whole box)."""
         return self.norm2(centre, radii, sl) <= 1.0
 
-    def shell(self, centre, radii, inner_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks of an ellipsoid and of its interior scaled by ``inner_scale`` (whole box)."""
-        f = self.norm2(centre, radii)
-        return f <= 1.0, f <= inner_scale**2
+    def shell(self, centre, radii, inner) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks of an ellipsoid (``radii``) and of its interior (radii ``inner``), whole box."""
+        return self.norm2(centre, radii) <= 1.0, self.norm2(centre, inner) <= 1.0
 
     def gather(self, iz, iy, ix) -> torch.Tensor:
         """Local coordinates at broadcastable box indices: (3, *broadcast shape)."""
@@ -207,9 +206,10 @@ def voxelize_cell(
     """
     dev = lac.device
     box = _CellBox(cell, lac.shape, generator, dev, deformation_mode)
-    outer, inner = box.shell(np.zeros(3), cell.radii, cell.inner_scale)
+    outer, inner = box.shell(np.zeros(3), cell.radii, cell.inner)
     if cell.bud is not None:
-        bud_outer, bud_inner = box.shell(cell.bud["centre"], cell.bud["radii"], cell.inner_scale)
+        bud_inner_radii = inner_radii(cell.bud["radii"], cell.wall)
+        bud_outer, bud_inner = box.shell(cell.bud["centre"], cell.bud["radii"], bud_inner_radii)
         outer |= bud_outer
         inner |= bud_inner
         del bud_outer, bud_inner
