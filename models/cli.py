@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
         ),
         patch: int | None = typer.Option(None, "--patch", help="random in-plane crop size"),
         lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)"),
+        val_slices: int | None = typer.Option(
+            None,
+            "--val-slices",
+            help="validation slices per epoch (default 64; 0: none; full scores: simaq evaluate)",
+        ),
         cpus_per_worker: float | None = typer.Option(
             None, "--cpus-per-worker", help="CPUs per worker (fractions allowed)"
         ),
@@ -111,6 +116,7 @@ def register(app: typer.Typer) -> None:
             axis=axis,
             patch=patch,
             lr=lr,
+            val_slices=val_slices,
             cpus_per_worker=cpus_per_worker,
             seed=seed,
             real_ratio=real_ratio,

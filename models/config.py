@@ -74,7 +74,9 @@ class TrainConfig(StrictModel):
     background_keep: float = Field(0.02, ge=0, le=1)  # reference drops 98 % of background stacks
     mix_volumes: int = Field(4, ge=1)  # volumes held at once; stacks are drawn across them
     prefetch: int = Field(4, ge=0)  # batches prepared ahead by a background thread
-    val_max_samples: int | None = Field(None, ge=1)  # cap on validation volumes per epoch
+    # Validation slices per epoch (all ranks together), evenly spaced through the val volumes;
+    # 0 skips validation, None scores every slice (slow on a CPU; `simaq evaluate` does that).
+    val_slices: int | None = Field(64, ge=0)
     augment: AugmentConfig = AugmentConfig()
     amp: bool = True  # mixed precision (CUDA only)
     seed: int = Field(0, ge=0)
@@ -83,6 +85,9 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     real_ratio: float = Field(0.0, ge=0, le=1)  # few-shot: probability a stack comes from real data
     allow_bad_shards: bool = False
+    # restarts from the last checkpoint after a worker process dies (killed, OOM, node lost);
+    # errors of the training code or the data are not retried
+    max_failures: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -237,3 +237,32 @@ def predict_volume(
             view = np.moveaxis(out, axis, 0)
             view[start : start + len(centres)] = p.argmax(1).astype(np.uint8)
     return out
+
+
+@torch.no_grad()
+def predict_slices(
+    model: torch.nn.Module,
+    volume: np.ndarray,
+    centres: np.ndarray,
+    *,
+    axis: int,
+    window: int,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+) -> np.ndarray:
+    """Argmax labels (n, H, W) uint8 of the slices ``centres`` (n,) of a normalised volume along
+    ``axis`` (the same stacks as :func:`predict_volume`, for a subset of slices)."""
+    check_window(volume.shape, axis, window)
+    model.eval()
+    dev = torch.device(device)
+    use_amp = amp and dev.type == "cuda"
+    out = []
+    for start in range(0, len(centres), batch_size):
+        chunk = centres[start : start + batch_size]
+        x = torch.from_numpy(np.stack([slice_stack(volume, int(c), axis, window) for c in chunk]))
+        with torch.autocast(dev.type, enabled=use_amp):
+            logits = model(x.to(dev))
+        out.append(logits.float().argmax(1).to(torch.uint8).cpu().numpy())
+    shape = [s for i, s in enumerate(volume.shape) if i != axis]
+    return np.concatenate(out) if out else np.zeros((0, *shape), np.uint8)

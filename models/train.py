@@ -4,8 +4,10 @@ A :class:`ray.train.torch.TorchTrainer` starts ``config.workers`` workers. Each 
 the manifest's ``train`` shards (:func:`models.data.shards_for_rank`; never a directory listing;
 local or ``s3://``), trains the network of :mod:`models.unet` with the focal + Dice loss on
 augmented random slice stacks, and after every epoch (``steps_per_epoch`` optimiser steps per
-worker, the same on every rank so DDP never waits) measures per-class IoU on its share of the
-``val`` shards (confusion matrices summed over ranks). Rank 0 then reports a checkpoint (model,
+worker, the same on every rank so DDP never waits) measures per-class IoU on ``val_slices``
+evenly spaced slices of the ``val`` split (default 64, shared between the ranks' shards;
+confusion matrices summed over ranks): a bounded cost per epoch, the curve's signal; the full
+per-slice evaluation is ``simaq evaluate``. Rank 0 then reports a checkpoint (model,
 optimiser, epoch, step, history, label scheme, dataset ``content_sha256``) with ``ray.train.report``
 into ``RUN_DIR/ray/checkpoint_EEEEEE`` and rewrites ``RUN_DIR/metrics.csv`` and
 ``RUN_DIR/curve.png``.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import posixpath
@@ -100,16 +103,33 @@ def curve_png(history: list[dict], class_names: list[str]) -> bytes:
 # --- the per-worker loop --------------------------------------------------------------------------
 
 
-def _val_confusion(model, loop: dict, rank: int, world: int, device) -> np.ndarray:
-    from models.data import iter_volumes
+def val_plan(shards: list[dict], rank: int, world: int, budget: int | None) -> tuple[list, int]:
+    """This rank's validation shards and the slice quota per volume (None: every slice).
+
+    The ``budget`` slices per epoch (all ranks together) are shared evenly between the val
+    volumes (sample counts from the manifest), so validation costs the same bounded time every
+    epoch whatever the size of the val split or the number of ranks.
+    """
+    mine = shards[rank::world]
+    if budget is None:
+        return mine, None
+    nvol = sum(int(s["nsamples"]) for s in shards)
+    if budget == 0 or nvol == 0:
+        return [], 0
+    return mine, max(1, math.ceil(budget / nvol))
+
+
+def _val_confusion(model, loop: dict, rank: int, world: int, device, on_bad=None) -> np.ndarray:
+    """Confusion matrix of this rank's validation slices (see :func:`val_plan`): per volume, a
+    fixed set of evenly spaced slices along the axis, the same every epoch."""
+    from models.data import iter_volumes, label_slice
     from models.evaluate import confusion_matrix
-    from models.infer import predict_volume
+    from models.infer import predict_slices
 
     cfg = loop["cfg"]
     ncls = loop["num_classes"]
     cm = np.zeros((ncls, ncls), np.int64)
-    shards = loop["val_shards"][rank::world]
-    n = 0
+    shards, quota = val_plan(loop["val_shards"], rank, world, cfg.val_slices)
     for recon, lab, _ in iter_volumes(
         loop["data_url"],
         shards,
@@ -117,21 +137,26 @@ def _val_confusion(model, loop: dict, rank: int, world: int, device) -> np.ndarr
         fields=loop["fields"],
         num_classes=ncls,
         allow_bad_shards=cfg.allow_bad_shards,
+        on_bad=on_bad,
     ):
-        if cfg.val_max_samples is not None and n >= max(1, cfg.val_max_samples // world):
-            break
-        pred = predict_volume(
+        n = recon.shape[cfg.axis]
+        k = n if quota is None else min(n, quota)
+        # evenly spaced centres, away from the mirrored ends where possible
+        centres = np.unique(np.round(np.linspace(0, n - 1, k + 2)[1:-1]).astype(int))
+        if k >= n:
+            centres = np.arange(n)
+        pred = predict_slices(
             model,
             recon,
+            centres,
             axis=cfg.axis,
             window=cfg.window,
             batch_size=cfg.batch_size * 2,
             device=device,
-            probabilities=False,
             amp=cfg.amp,
         )
-        cm += confusion_matrix(pred, lab, ncls)
-        n += 1
+        target = np.stack([label_slice(lab, int(c), cfg.axis) for c in centres])
+        cm += confusion_matrix(pred, target, ncls)
     return cm
 
 
@@ -238,7 +263,9 @@ def train_loop(loop: dict) -> None:
                     break
             train_s = time.perf_counter() - t0
             stats = torch.tensor([sum(losses), len(losses), stacks], dtype=torch.float64)
-            cm = torch.from_numpy(_val_confusion(net, loop, rank, world, device))
+            cm = _val_confusion(net, loop, rank, world, device, on_bad=stream._on_bad)
+            cm = torch.from_numpy(cm)
+            val_s = time.perf_counter() - t0 - train_s
             if world > 1 and dist.is_initialized():
                 dist.all_reduce(stats)
                 dist.all_reduce(cm)
@@ -251,7 +278,9 @@ def train_loop(loop: dict) -> None:
                 "stacks_per_s": float(stats[2]) / max(train_s, 1e-9),
                 "val_mean_iou": float(np.mean(fg)) if fg else float("nan"),
                 **{f"val_iou_{n}": float(iou[k]) for k, n in enumerate(names)},
-                "time_s": round(time.perf_counter() - t0, 3),
+                "val_pixels": int(cm.sum()),
+                "train_s": round(train_s, 3),
+                "val_s": round(val_s, 3),
                 "bad_shards": len(stream.bad_shards),
             }
             history.append(metrics)
@@ -289,6 +318,40 @@ def _write_run_outputs(loop: dict, history: list[dict]) -> None:
 
 # --- the driver -----------------------------------------------------------------------------------
 
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+_CLEANER_NOISE = "Failed to query Ray Train Controller actor state"
+
+
+class _DropCleanerPolling(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_CLEANER_NOISE)
+
+
+def ray_worker_setup() -> None:
+    """Ray ``worker_process_setup_hook`` of the jobs :func:`train` starts (see below).
+
+    Ray Train 2.60 starts a detached ``PlacementGroupCleaner`` that asks the Ray State API once a
+    second whether the Train controller is alive. Two things make that noisy here:
+
+    * the State API is served by the dashboard, which a minimal ``ray`` install (and
+      ``include_dashboard=False``) does not run, so every poll logs "Failed to query Ray Train
+      Controller actor state" (the code of Ray PR 65447); the cleaner only matters when a
+      controller dies without cleaning up on a long-lived cluster, and a local in-process Ray
+      is torn down with the driver. Only that one message is filtered; every other warning of
+      the cleaner and of Ray still shows.
+    * with several local Ray instances on one machine, the State API client guesses the
+      cluster ("Found multiple active Ray instances ... connecting to latest cluster"), maybe
+      another user's. ``RAY_ADDRESS`` (unless already set) pins it to this worker's own cluster.
+    """
+    import ray
+
+    if not os.environ.get("RAY_ADDRESS"):
+        try:
+            os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        except Exception:  # noqa: BLE001 - best effort; only address guessing is affected
+            pass
+    logging.getLogger(_CLEANER_LOGGER).addFilter(_DropCleanerPolling())
+
 
 def _normalization(manifest: dict) -> dict:
     rc = (manifest.get("config") or {}).get("reconstruction") or {}
@@ -322,6 +385,22 @@ def _error_message(err: BaseException) -> str | None:
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0].strip()
     return None
+
+
+def _worker_died(err: BaseException) -> str | None:
+    """The error type if ``err`` is a Ray Train failure in which every failed worker *died* (its
+    process killed, out of memory, its node lost), else None."""
+    import ray.exceptions
+
+    failures = getattr(err, "worker_failures", None)
+    if not isinstance(failures, dict) or not failures:
+        return None
+    deaths = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
+    health = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError")
+    for e in failures.values():
+        if not isinstance(e, deaths) and type(e).__name__ not in health:
+            return None
+    return type(next(iter(failures.values()))).__name__
 
 
 def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classes: int):
@@ -408,6 +487,15 @@ def train(
             f"window of {cfg.window}"
         )
 
+    norm = _normalization(m)
+    real_arrays = None
+    if real is not None or real_labels is not None:
+        if real is None or real_labels is None:
+            raise UserError("--real and --real-labels must be given together")
+        if cfg.real_ratio <= 0:
+            raise UserError("--real-ratio: must be > 0 when --real is given")
+        real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
+
     fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
     if is_local(fs):
         os.makedirs(root, exist_ok=True)
@@ -436,15 +524,6 @@ def train(
     _write_file(
         fs, run_path, json.dumps({**run_doc, "train_config": cfg.model_dump()}, indent=1).encode()
     )
-
-    norm = _normalization(m)
-    real_arrays = None
-    if real is not None or real_labels is not None:
-        if real is None or real_labels is None:
-            raise UserError("--real and --real-labels must be given together")
-        if cfg.real_ratio <= 0:
-            raise UserError("--real-ratio: must be > 0 when --real is given")
-        real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
 
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s["nsamples"] for s in train_shards)
@@ -485,32 +564,51 @@ def train(
         "progress": progress,
     }
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
+        )
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=loop,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=RAY_NAME,
-            storage_path=root if is_local(fs) else root,
-            storage_filesystem=None if is_local(fs) else fs,
-            failure_config=ray.train.FailureConfig(max_failures=0),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
-        ),
-    )
+
+    def make_trainer() -> TorchTrainer:
+        return TorchTrainer(
+            train_loop,
+            train_loop_config=loop,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                name=RAY_NAME,
+                storage_path=root if is_local(fs) else root,
+                storage_filesystem=None if is_local(fs) else fs,
+                # restarts are decided below: Ray's own retry would also rerun data errors
+                failure_config=ray.train.FailureConfig(max_failures=0),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
+            ),
+        )
+
     t0 = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
-        msg = _error_message(err)
-        if msg is not None:
-            raise UserError(msg) from None
-        raise
+    restarts = 0
+    while True:
+        try:
+            result = make_trainer().fit()
+            break
+        except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
+            msg = _error_message(err)
+            if msg is not None:
+                raise UserError(msg) from None
+            died = _worker_died(err)
+            if died is None or restarts >= cfg.max_failures:
+                raise
+            restarts += 1
+            # a new trainer on the same run directory resumes from its last checkpoint
+            log(
+                f"warning: a training worker died ({died}); restarting from the last checkpoint "
+                f"({restarts} of {cfg.max_failures})"
+            )
     wall = time.perf_counter() - t0
     ckpt = getattr(result, "checkpoint", None)
     summary = {
@@ -520,6 +618,7 @@ def train(
         "wall_s": wall,
         "steps_per_epoch": steps_per_epoch,
         "dataset_content_sha256": m["content_sha256"],
+        "restarts": restarts,
     }
     if summary["metrics"].get("bad_shards"):
         log(
