@@ -175,7 +175,19 @@ def parse_overrides(items: list[str]) -> dict:
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set: expected KEY=VALUE with a dotted KEY, got {item!r}")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"--set: {key.strip()!r} conflicts with another --set of {part!r}"
+                )
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            why = str(getattr(err, "problem", "") or "not valid YAML")
+            raise ConfigError(
+                f"--set: {key.strip()}: value {raw!r} is not valid YAML ({why})"
+            ) from None
     return out

@@ -48,7 +48,15 @@ def ray_session():
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        # address="local": a fresh cluster, never another session's Ray on the same machine; the
+        # setup hook quiets Ray Train's cleaner polling a State API that has no dashboard here.
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
+        )
         started = True
     yield ray
     if started:

@@ -166,7 +166,9 @@ def run_ray(
         max_restarts=max_retries,
         max_task_retries=max_retries,
     )
-    progress = ray.remote(_Progress).options(num_cpus=0).remote()
+    # the progress actor may live on a node that dies: it restarts (empty), and a failed poll is
+    # skipped, so losing it never stops the run
+    progress = ray.remote(_Progress).options(num_cpus=0, max_restarts=-1).remote()
     cfg = config.to_json()
     actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
     ready_refs = [a.ready.remote() for a in actors]  # runs before any build on each actor
@@ -195,7 +197,11 @@ def run_ray(
                 if not ready_refs and on_ready is not None:
                     on_ready()
             if on_progress is not None:
-                for name, done in ray.get(progress.take.remote()).items():
+                try:
+                    updates = ray.get(progress.take.remote())
+                except ray.exceptions.RayActorError:
+                    updates = {}
+                for name, done in updates.items():
                     if done > seen.get(name, 0):
                         seen[name] = done
                         on_progress(name, done)

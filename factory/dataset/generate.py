@@ -434,6 +434,9 @@ def generate_dataset(
         existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
         if existing is not None:
             say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
+            # a run killed between writing the manifest and its cleanup left these behind
+            storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
+            storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
             return existing
         storage.check_writable(fs, root, out)  # leaves nothing behind
         fresh = not storage.is_file(fs, plan_path)

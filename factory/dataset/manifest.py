@@ -355,20 +355,33 @@ def iter_samples(
 def scan_shard(
     dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None
 ) -> tuple[int, str, int]:
-    """``(bytes, sha256, sample count)`` of a shard read in one streaming pass (no decoding)."""
+    """``(bytes, sha256, sample count)`` of a shard read in one streaming pass (no decoding).
+
+    Raises :class:`DatasetError` (after the pass) if a member is not a regular file named
+    ``KEY.FIELD.npy[.gz]`` / ``KEY.meta.json`` (pickles, paths, links): such a shard never
+    verifies, whatever its checksum.
+    """
     from factory.dataset.storage import resolve_filesystem
 
     url = check_relative_url(shard_record.get("url"))
     root, _ = _dataset_root(dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
     keys = set()
+    unsafe = None
     with fs.open_input_stream(posixpath.join(rootpath, url)) as fh:
         reader = _HashingReader(fh)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 for info in tar:
                     keys.add(info.name.split(".", 1)[0])
+                    if unsafe is None and (not info.isreg() or not _MEMBER_RE.match(info.name)):
+                        unsafe = info.name
         except (tarfile.TarError, EOFError):
             keys = set()
         reader.drain()
+    if unsafe is not None:
+        raise DatasetError(
+            f"unexpected member {unsafe[:200]!r} (allowed: regular files KEY.FIELD.npy[.gz], "
+            "KEY.meta.json; no paths, links or pickles)"
+        )
     return reader.size, reader.sha.hexdigest(), len(keys)

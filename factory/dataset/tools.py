@@ -244,6 +244,9 @@ def verify_dataset_at(
         except OSError as err:
             problems.append(f"{rec['url']}: unreadable ({err})")
             continue
+        except DatasetError as err:
+            problems.append(f"{rec['url']}: {err}")
+            continue
         why = []
         if size != rec["bytes"]:
             why.append(f"size {size} != {rec['bytes']}")

@@ -1,0 +1,212 @@
+"""Fault injection around training and stored data: corrupted shards (a flipped byte, a
+truncation, a deletion, appended bytes, two shards swapped; on local disk and on the loopback S3
+endpoint) are named by ``simaq verify`` (exit 1) and refused by training, or skipped with
+``--allow-bad-shards`` and reported; a Ray Train worker SIGKILLed after a checkpoint is replaced and
+training resumes from that checkpoint and finishes.
+
+Complements tests/test_cli_dataset.py (verify of flip/truncate/delete on disk) and
+tests/test_models.py (training refuses a flipped byte).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from test_faults_generate import descendants
+
+import cli
+from factory.dataset.manifest import DatasetError, read_manifest
+
+TINY = ["--features", "4", "--depth", "2", "--batch-size", "2", "--lr", "0.01"]
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``simaq ARGS`` in this process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["simaq", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    code = exc.value.code
+    return (0 if code is None else code), out.out, out.err
+
+
+def flip(path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def corrupt(ds) -> dict[str, str]:
+    """Corrupt every shard of a copy of the small dataset a different way; return url -> what
+    ``verify`` must say about it."""
+    sh = ds / "shards"
+    a, b = (sh / "train-000000.tar").read_bytes(), (sh / "val-000000.tar").read_bytes()
+    (sh / "train-000000.tar").write_bytes(b)  # swapped: same size, other content
+    (sh / "val-000000.tar").write_bytes(a)
+    p = sh / "train-000001.tar"
+    p.write_bytes(p.read_bytes() + b"\0" * 512)  # a tar with one more (empty) block appended
+    (sh / "test-000000.tar").unlink()
+    return {
+        "shards/train-000000.tar": "sha256 mismatch",
+        "shards/val-000000.tar": "sha256 mismatch",
+        "shards/train-000001.tar": "size",
+        "shards/test-000000.tar": "missing",
+    }
+
+
+def test_verify_names_swapped_appended_and_missing_shards(
+    monkeypatch, capsys, small_dataset, tmp_path
+):
+    ds = tmp_path / "ds"
+    shutil.copytree(small_dataset, ds)
+    expect = corrupt(ds)
+    code, _, err = run(monkeypatch, capsys, "verify", str(ds))
+    assert code == 1
+    for url, why in expect.items():
+        assert any(url in ln and why in ln for ln in err.splitlines()), (url, err)
+    assert "4 of 4 shards" in err and "Traceback" not in err
+
+
+def test_verify_names_corruption_on_s3(monkeypatch, capsys, small_dataset, s3_endpoint, s3_url):
+    """Flip, truncate and delete objects of a published copy: verify names each, exit 1."""
+    import boto3
+
+    code, _, err = run(
+        monkeypatch, capsys, "publish", str(small_dataset), s3_url, "--endpoint-url", s3_endpoint
+    )
+    assert code == 0, err
+    dest = f"{s3_url}/demo/1.0.0"
+    bucket, prefix = dest.split("/", 3)[2:]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+    def key(name: str) -> str:
+        return f"{prefix}/shards/{name}"
+
+    body = bytearray(s3.get_object(Bucket=bucket, Key=key("val-000000.tar"))["Body"].read())
+    body[len(body) // 3] ^= 0x80
+    s3.put_object(Bucket=bucket, Key=key("val-000000.tar"), Body=bytes(body))
+    body = s3.get_object(Bucket=bucket, Key=key("train-000001.tar"))["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key("train-000001.tar"), Body=body[:2048])
+    s3.delete_object(Bucket=bucket, Key=key("test-000000.tar"))
+    code, _, err = run(monkeypatch, capsys, "verify", dest, "--endpoint-url", s3_endpoint)
+    assert code == 1
+    assert "val-000000.tar: sha256 mismatch" in err
+    assert "train-000001.tar: size 2048" in err
+    assert "test-000000.tar: missing" in err
+    assert "train-000000.tar" not in err and "3 of 4 shards" in err
+
+
+@pytest.mark.parametrize("kind", ["flip", "truncate", "delete", "swap", "append"])
+def test_training_input_refuses_each_kind_of_corruption(small_dataset, tmp_path, kind):
+    """The training stream (``models.data.iter_volumes``) refuses a corrupt shard by name, or
+    skips it with ``allow_bad_shards`` and reports it; nothing of the bad shard is yielded."""
+    from models.data import iter_volumes
+
+    ds = tmp_path / "ds"
+    shutil.copytree(small_dataset, ds)
+    m = read_manifest(str(ds))
+    train = [s for s in m["shards"] if s["split"] == "train"]
+    bad = ds / train[0]["url"]
+    if kind == "flip":
+        flip(bad, 0.7)
+    elif kind == "truncate":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    elif kind == "delete":
+        bad.unlink()
+    elif kind == "swap":
+        bad.write_bytes((ds / train[1]["url"]).read_bytes())
+    else:
+        bad.write_bytes(bad.read_bytes() + b"x")
+    with pytest.raises(DatasetError, match="train-000000.tar"):
+        list(iter_volumes(str(ds), train, fields=m["fields"]))
+    skipped = {}
+    got = list(
+        iter_volumes(
+            str(ds), train, fields=m["fields"], allow_bad_shards=True, on_bad=skipped.__setitem__
+        )
+    )
+    assert len(got) == train[1]["nsamples"]  # only the good shard's samples
+    assert list(skipped) == [train[0]["url"]]
+
+
+def test_training_skips_a_bad_shard_when_asked_and_says_so(
+    monkeypatch, capsys, ray_session, small_dataset, tmp_path
+):
+    ds = tmp_path / "ds"
+    shutil.copytree(small_dataset, ds)
+    (ds / "shards" / "train-000000.tar").unlink()
+    args = ["train", "--data", str(ds), *TINY, "--epochs", "1", "--steps-per-epoch", "2",
+            "--val-slices", "4"]  # fmt: skip
+    # (refusal without the flag: tests/test_models.py and the data-level test above)
+    code, stdout, err = run(
+        monkeypatch, capsys, *args, "--out", str(tmp_path / "r2"), "--allow-bad-shards"
+    )
+    assert code == 0, err
+    assert "warning: skipped 1 bad shard(s) (--allow-bad-shards)" in err
+    state = json.loads((tmp_path / "r2/ray/checkpoint_000001/state.json").read_text())
+    assert list(state["bad_shards"]) == ["shards/train-000000.tar"]
+
+
+# --- training worker killed -----------------------------------------------------------------------
+
+
+def _rows(run_dir) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_a_killed_training_worker_resumes_from_the_last_checkpoint(
+    monkeypatch, capsys, ray_session, small_dataset, tmp_path
+):
+    """SIGKILL the Ray Train worker once the checkpoint of epoch 1 is registered: the run
+    restarts from it (epoch 1's metrics row is carried over unchanged, not recomputed) and
+    finishes all epochs.  About 20-40 s on 2 cores."""
+    run_dir = tmp_path / "run"
+    snapshot = run_dir / "ray" / "checkpoint_manager_snapshot.json"
+    killed: list[int] = []
+    before: list[list[dict]] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            try:
+                registered = "checkpoint_000001" in snapshot.read_text()
+            except OSError:
+                registered = False
+            workers = descendants("ray::RayTrainWorker")
+            if registered and workers and (run_dir / "metrics.csv").exists():
+                before.append(_rows(run_dir))
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        code, stdout, err = run(
+            monkeypatch, capsys, "train", "--data", str(small_dataset), "--out", str(run_dir),
+            *TINY, "--epochs", "3", "--steps-per-epoch", "3", "--val-slices", "4",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        t.join(5)
+    assert killed, "the worker was not killed (training ended first?)"
+    assert code == 0, err[-3000:]
+    assert "a training worker died" in err and "restarting from the last checkpoint" in err
+    rows = _rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [3, 6, 9]
+    assert rows[0] == before[0][0]  # epoch 1 carried over from its checkpoint, not rerun
+    state = json.loads((run_dir / "ray" / "checkpoint_000003" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["step"] == 9
+    assert not os.path.exists(f"/proc/{killed[0]}")
