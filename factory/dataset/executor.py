@@ -9,7 +9,9 @@
   to the destination (local disk or S3), so no volume travels through the object store or the
   driver. Actors restart and their task is retried after a system failure (a killed process or
   node); the shard is then written again from scratch under a new temporary name, with the same
-  bytes.
+  bytes. When a node is lost and the cluster can no longer hold the whole pool, the actors of the
+  dead node are retired and their shards go back to the queue for the others (a restarting actor
+  that cannot be placed would otherwise hold its shards forever).
 
 Both executors pin torch's intra-op thread count to ``dataset.torch_threads`` so they compute the
 same bytes.
@@ -17,6 +19,7 @@ same bytes.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -74,14 +77,19 @@ class _ShardActor:
             config_json, seed, out_url, endpoint_url=endpoint_url, device=device
         )
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """The id of the node this actor runs on."""
+        import ray
 
-    def build(self, spec: dict, progress) -> dict:
+        return ray.get_runtime_context().get_node_id()
+
+    def build(self, spec: dict, progress) -> tuple[dict, str]:
+        """Build one shard; returns its record and the id of the node that built it."""
+
         def report(name: str, done: int) -> None:
             progress.update.remote(name, done)  # fire and forget
 
-        return self.builder.build(ShardSpec(**spec), report)
+        return self.builder.build(ShardSpec(**spec), report), self.ready()
 
 
 class _Progress:
@@ -175,6 +183,10 @@ def run_ray(
     pending = deque(specs)
     inflight: dict = {}  # ref -> (actor index, spec)
     load = [0] * n_workers
+    alive = [True] * n_workers
+    nodes: list[str | None] = [None] * n_workers  # where each actor last ran
+    ready_of = dict(zip(ready_refs, range(n_workers), strict=True))
+    checked = time.monotonic()
     records: list[dict] = []
     failure: ShardFailed | None = None
     seen: dict[str, int] = {}
@@ -182,7 +194,7 @@ def run_ray(
         while pending or inflight:
             if failure is None:
                 for a in range(n_workers):
-                    while pending and load[a] < max_in_flight:
+                    while alive[a] and pending and load[a] < max_in_flight:
                         spec = pending.popleft()
                         ref = actors[a].build.remote(spec.to_json(), progress)
                         inflight[ref] = (a, spec)
@@ -193,9 +205,19 @@ def run_ray(
                 break
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.2)
             if ready_refs:
-                _, ready_refs = ray.wait(ready_refs, num_returns=len(ready_refs), timeout=0)
+                done, ready_refs = ray.wait(ready_refs, num_returns=len(ready_refs), timeout=0)
+                for ref in done:
+                    try:
+                        nodes[ready_of[ref]] = ray.get(ref)
+                    except ray.exceptions.RayActorError:
+                        pass  # its build tasks report the failure
                 if not ready_refs and on_ready is not None:
                     on_ready()
+            if time.monotonic() - checked > 2.0:
+                checked = time.monotonic()
+                for a in _actors_to_retire(ray, alive, nodes, num_cpus, num_gpus):
+                    ray.kill(actors[a], no_restart=True)  # its tasks fail and are requeued below
+                    alive[a] = False
             if on_progress is not None:
                 try:
                     updates = ray.get(progress.take.remote())
@@ -209,8 +231,11 @@ def run_ray(
                 a, spec = inflight.pop(ref)
                 load[a] -= 1
                 try:
-                    rec = ray.get(ref)
+                    rec, nodes[a] = ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - any worker failure stops the run
+                    if isinstance(err, ray.exceptions.RayActorError) and not alive[a]:
+                        pending.appendleft(spec)  # retired on purpose: a live actor builds it
+                        continue
                     cause = getattr(err, "cause", None) or err
                     if failure is None:
                         user = cause if isinstance(cause, UserError) else None
@@ -235,6 +260,24 @@ def run_ray(
     if failure is not None:
         raise failure
     return records
+
+
+def _actors_to_retire(ray, alive: list[bool], nodes: list, num_cpus: float, num_gpus: float):
+    """Indices of live actors to give up when the cluster's capacity (whole actors of
+    ``num_cpus`` CPUs / ``num_gpus`` GPUs) falls short of the live pool: first those last seen on
+    a dead node, then those never seen running (their node is unknown)."""
+    res = ray.cluster_resources()
+    if num_gpus > 0:
+        capacity = int(res.get("GPU", 0.0) / num_gpus + 1e-9)
+    else:
+        capacity = int(res.get("CPU", 0.0) / num_cpus + 1e-9) if num_cpus > 0 else sum(alive)
+    surplus = sum(alive) - max(capacity, 1)
+    if surplus <= 0:
+        return []
+    dead = {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
+    on_dead = [a for a, ok in enumerate(alive) if ok and nodes[a] in dead]
+    unknown = [a for a, ok in enumerate(alive) if ok and nodes[a] is None]
+    return (on_dead + unknown)[:surplus]
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
