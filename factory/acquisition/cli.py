@@ -8,24 +8,7 @@ from pathlib import Path
 import typer
 
 from factory.errors import UserError
-
-
-def _write_volume(path: Path, arr, fmt: str, voxel_nm: float) -> None:
-    import numpy as np
-
-    if fmt == "tiff":
-        import tifffile
-
-        tifffile.imwrite(path, arr, imagej=False, metadata={"axes": "ZYX"})
-    else:
-        import mrcfile
-
-        data = arr if arr.dtype != np.float64 else arr.astype(np.float32)
-        if data.dtype == np.uint8:
-            data = data.astype(np.int8) if data.max() < 128 else data.astype(np.int16)
-        with mrcfile.new(path, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(data))
-            mrc.voxel_size = voxel_nm * 10.0  # MRC voxel size is in Å
+from factory.phantom.cli import write_volume
 
 
 def write_montage(path: Path, fields: dict, title: str) -> None:
@@ -99,12 +82,9 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         sample = simulate_sample(cfg, seed, index, device=device)
         elapsed = time.perf_counter() - t0
-        ext = "tif" if fmt == "tiff" else "mrc"
         written = []
         for name, arr in sample.fields.items():
-            p = out / f"{name}.{ext}"
-            _write_volume(p, arr, fmt, cfg.grid.voxel_nm)
-            written.append(p.name)
+            written.append(write_volume(out / name, arr, fmt, cfg.grid.voxel_nm).name)
         meta = {
             **sample.meta,
             "config": cfg.to_json(),
