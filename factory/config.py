@@ -17,13 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_serializer, model_validator
 
 from factory.acquisition.config import AcquisitionConfig, ReconstructionConfig
 from factory.dataset.config import DatasetConfig
 from factory.errors import ConfigError
 from factory.params import Dist, StrictModel  # noqa: F401  (Dist re-exported)
-from factory.phantom.config import PhantomConfig
+from factory.phantom.config import CapillaryMount, GridMount, PhantomConfig
 
 
 class GridConfig(StrictModel):
@@ -45,7 +45,9 @@ class GridConfig(StrictModel):
 
 
 class LabelsConfig(StrictModel):
-    scheme: str = Field("full", description="label scheme of schemas/labels.json: full or simaq4")
+    scheme: str = Field(
+        "full", description="label scheme of schemas/labels.json: full, simaq4 or mount"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LabelsConfig:
@@ -64,6 +66,12 @@ class SimConfig(StrictModel):
     )
     grid: GridConfig
     labels: LabelsConfig = LabelsConfig()
+    mount: GridMount | CapillaryMount = Field(
+        GridMount(),
+        discriminator="kind",
+        description="the sample mount: grid (ice slab, limited tilt; default) or capillary (glass "
+        "capillary along the tilt axis, medium, full rotation)",
+    )
     phantom: PhantomConfig = PhantomConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     reconstruction: ReconstructionConfig = ReconstructionConfig()
@@ -72,11 +80,20 @@ class SimConfig(StrictModel):
     @model_validator(mode="after")
     def _check_sections(self) -> SimConfig:
         """Cross-field checks: a section may define ``check_with(config)`` (e.g. vs the grid)."""
-        for name in ("phantom", "acquisition", "reconstruction", "dataset"):
+        for name in ("mount", "phantom", "acquisition", "reconstruction", "dataset"):
             check = getattr(getattr(self, name), "check_with", None)
             if check is not None:
                 check(self)
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_default_mount(self, handler):
+        """The default mount (a bare grid, today's behaviour) is left out of the resolved config, so
+        configs written before mounts existed keep their JSON and sha256 (it parses back to it)."""
+        data = handler(self)
+        if self.mount == GridMount():
+            data.pop("mount", None)
+        return data
 
     def to_json(self) -> dict:
         """The resolved config as a JSON-safe dict (what the manifest records)."""

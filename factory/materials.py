@@ -2,7 +2,8 @@
 
 Two kinds of material:
 
-* **Compounds** (``water_ice``, ``protein``, ``gold``, ...): µ is computed from the chemical formula
+* **Compounds** (``water_ice``, ``protein``, ``gold``, ``borosilicate_glass``, ``amorphous_carbon``,
+  ``copper``, ...): µ is computed from the chemical formula
   and mass density at the photon energy with ``xraylib`` (``CS_Total_CP``, cm²/g, × density),
   so changing ``energy_ev`` changes the contrast coherently [1]_. xraylib agrees with the
   Henke/CXRO tables used in PHYSICS.md to within about 1 % in the water window (ice 0.110 vs 0.111
@@ -32,6 +33,12 @@ References
    (2008) — organelle LACs (nucleus, nucleolus, mitochondria) by cryo-SXT.
 .. [5] J. Dubochet et al., "Cryo-electron microscopy of vitrified specimens", Q. Rev. Biophys. 21,
    129-228 (1988) — density of vitreous ice, 0.93-0.94 g/cm³.
+.. [6] Corning Inc., "PYREX® 7740 borosilicate glass" properties sheet — composition by weight
+   SiO2 80.6 %, B2O3 13.0 %, Na2O 4.0 %, Al2O3 2.3 %; density 2.23 g/cm³.
+.. [7] J. Robertson, "Diamond-like amorphous carbon", Mater. Sci. Eng. R 37, 129-281 (2002) —
+   evaporated amorphous carbon (support films) 1.8-2.1 g/cm³; 2.0 g/cm³ used here.
+.. [8] CRC Handbook of Chemistry and Physics — bulk densities of copper (8.96 g/cm³) and gold
+   (19.32 g/cm³), the metals of TEM/SXT specimen grids.
 """
 
 from __future__ import annotations
@@ -56,6 +63,34 @@ MEASURED_ENERGY_EV = 517.0
 
 #: The water window: between the carbon K-edge (284 eV) and the oxygen K-edge (543 eV).
 WATER_WINDOW_EV = (284.0, 543.0)
+
+#: Molar masses (g/mol) of the oxides of :data:`BOROSILICATE_OXIDES` (IUPAC standard atomic weights).
+_OXIDES = {
+    "SiO2": ({"Si": 1, "O": 2}, 60.084),
+    "B2O3": ({"B": 2, "O": 3}, 69.620),
+    "Na2O": ({"Na": 2, "O": 1}, 61.979),
+    "Al2O3": ({"Al": 2, "O": 3}, 101.961),
+}
+
+#: Borosilicate glass (Pyrex 7740) by weight fraction of oxides [6]_.
+BOROSILICATE_OXIDES = {"SiO2": 0.806, "B2O3": 0.130, "Na2O": 0.040, "Al2O3": 0.023}
+
+
+def oxide_formula(weight_fractions: dict[str, float]) -> str:
+    """A chemical formula (atoms per 100 g, 4 decimals) of a glass given by oxide weight fractions.
+
+    xraylib parses fractional subscripts, and the mass attenuation of a mixture is the
+    mass-fraction-weighted sum of its elements', so this formula gives the glass's µ/ρ exactly
+    (to the rounding of the subscripts). The fractions are normalised to sum to 1.
+    """
+    total = sum(weight_fractions.values())
+    atoms: dict[str, float] = {}
+    for oxide, w in weight_fractions.items():
+        elements, molar = _OXIDES[oxide]
+        moles = 100.0 * w / total / molar
+        for el, k in elements.items():
+            atoms[el] = atoms.get(el, 0.0) + k * moles
+    return "".join(f"{el}{n:.4f}" for el, n in atoms.items())
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,27 @@ MATERIALS: dict[str, Material] = {
             "Au at 19.32 g/cm³ (bulk gold, CRC Handbook); µ by xraylib",
             formula="Au",
             density_g_cm3=19.32,
+        ),
+        # --- sample mounts: capillary glass, a grid's support film and bars ---
+        Material(
+            "borosilicate_glass",
+            "borosilicate glass (Pyrex 7740: SiO2 80.6 %, B2O3 13.0 %, Na2O 4.0 %, Al2O3 2.3 % by "
+            "weight) at 2.23 g/cm³ [Corning 7740 data sheet]; µ by xraylib",
+            formula=oxide_formula(BOROSILICATE_OXIDES),
+            density_g_cm3=2.23,
+        ),
+        Material(
+            "amorphous_carbon",
+            "C, evaporated amorphous carbon support film at 2.0 g/cm³ [Robertson, Mater. Sci. "
+            "Eng. R 37 (2002) 129]; µ by xraylib",
+            formula="C",
+            density_g_cm3=2.0,
+        ),
+        Material(
+            "copper",
+            "Cu at 8.96 g/cm³ (bulk copper, CRC Handbook; grid bars); µ by xraylib",
+            formula="Cu",
+            density_g_cm3=8.96,
         ),
         # --- measured yeast compartments (Gaussian mean ± sd, 1/µm near 517 eV) ---
         Material(
@@ -202,7 +258,14 @@ def lac_compound(formula: str, density_g_cm3: float, energy_ev: float) -> float:
 
 
 #: Other accepted names.
-ALIASES: dict[str, str] = {"ice": "water_ice", "au": "gold", "mitochondria": "mitochondrion"}
+ALIASES: dict[str, str] = {
+    "ice": "water_ice",
+    "au": "gold",
+    "mitochondria": "mitochondrion",
+    "glass": "borosilicate_glass",
+    "carbon": "amorphous_carbon",
+    "cu": "copper",
+}
 
 
 def _material(name: str) -> Material:

@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
         out: str = typer.Option(..., "--out", help="run directory (resumed if it has checkpoints)"),
-        epochs: int | None = typer.Option(None, "--epochs", help="epochs (default 10)"),
+        epochs: int | None = typer.Option(
+            None, "--epochs", help="epochs (default: the preset's, 10)"
+        ),
         workers: int | None = typer.Option(None, "--workers", help="Ray Train workers"),
         use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per worker"),
         batch_size: int | None = typer.Option(None, "--batch-size", help="stacks per step"),
@@ -85,6 +87,21 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(
             None, "--config", help="YAML/JSON file of training parameters (models.config)"
         ),
+        preset: str | None = typer.Option(
+            None,
+            "--preset",
+            help="training preset: cpu (small network, minutes on a laptop) or reference "
+            "(the SimAQ network, for a GPU); default: reference with --use-gpu, else cpu",
+        ),
+        address: str | None = typer.Option(
+            None,
+            "--address",
+            help="existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+            "(default: $RAY_ADDRESS, else a private local Ray)",
+        ),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="show Ray's banners and the workers' logs"
+        ),
         init: str | None = typer.Option(None, "--init", help="checkpoint to fine-tune from"),
         real: str | None = typer.Option(None, "--real", help="real tomogram (MRC/TIFF/NPY)"),
         real_labels: str | None = typer.Option(
@@ -99,11 +116,12 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a segmentation network on a dataset's shards with Ray Train (resumable)."""
-        from models.config import parse_train_config
+        from models.config import default_train_preset, parse_train_config
         from models.train import train
 
         cfg = parse_train_config(
             _load_config_file(config),
+            preset=preset or default_train_preset(use_gpu),
             epochs=epochs,
             workers=workers,
             use_gpu=use_gpu or None,
@@ -132,6 +150,8 @@ def register(app: typer.Typer) -> None:
             real_labels=real_labels,
             progress=True,
             log=lambda msg: typer.echo(msg, err=True),
+            address=address,
+            verbose=verbose,
         )
         mt = summary["metrics"]
         typer.echo(
@@ -143,19 +163,52 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_cmd(
-        model: str = typer.Option(..., "--model", help="checkpoint or run directory"),
-        data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
-        split: str = typer.Option("test", "--split", help="split to evaluate"),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+        model: str = typer.Option(
+            ..., "--model", help="run directory, checkpoint directory or its model.pt"
+        ),
+        data: str | None = typer.Option(
+            None, "--data", help="dataset root (local or s3://); or use --real"
+        ),
+        split: str = typer.Option("test", "--split", help="split to evaluate (--data)"),
+        real: str | None = typer.Option(
+            None, "--real", help="real tomogram (MRC, TIFF, NPY) to score instead of --data"
+        ),
+        real_labels: str | None = typer.Option(
+            None, "--real-labels", help="its sparse labels, same shape (--ignore = unlabelled)"
+        ),
+        class_map: str | None = typer.Option(
+            None,
+            "--map",
+            help="NAME=ID,...: model class NAME is label id ID (default: class k is id k); "
+            "'cell' takes every non-background model class the map does not name, e.g. "
+            "background=0,cell=1; classes neither named nor merged count as wrong",
+        ),
+        ignore: int = typer.Option(-1, "--ignore", help="label id of unlabelled voxels"),
+        voxel_nm: float | None = typer.Option(
+            None, "--voxel-nm", help="voxel size of --real in nm (default: its file header)"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="print the result as JSON (no bar)"),
         out: str | None = typer.Option(
-            None, "--out", help="directory for evaluation.json, slices.csv, violin_iou.png"
+            None,
+            "--out",
+            help="directory for evaluation.json, slices.csv, violin_iou.png "
+            "(--real: evaluation_real.json, real_planes.png)",
         ),
         batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
         max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
         endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
         allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
     ) -> None:
-        """Per-class IoU and Dice over every slice of a split, grouped by cell count."""
+        """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
+        labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
+        if (data is None) == (real is None):
+            raise UserError("evaluate: give exactly one of --data DATASET or --real TOMOGRAM")
+        if real is not None:
+            _evaluate_real(
+                model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
+                out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json,
+            )  # fmt: skip
+            return
         from models.evaluate import evaluate_checkpoint
 
         result = evaluate_checkpoint(
@@ -179,10 +232,15 @@ def register(app: typer.Typer) -> None:
     @app.command("segment")
     def segment_cmd(
         input_path: str = typer.Argument(..., metavar="INPUT", help="tomogram (MRC, TIFF, NPY)"),
-        model: str = typer.Option(..., "--model", help="checkpoint or run directory"),
+        model: str = typer.Option(
+            ..., "--model", help="run directory, checkpoint directory or its model.pt"
+        ),
         out: str = typer.Option(..., "--out", help="labels file (.tif, .tiff, .mrc, .npy)"),
         voxel_nm: float | None = typer.Option(
-            None, "--voxel-nm", help="voxel size in nm (default: file header, else training data)"
+            None,
+            "--voxel-nm",
+            help="voxel size of INPUT in nm (default: its file header; required if it has none); "
+            "INPUT is resampled to the model's training voxel size and back",
         ),
         fov: str = typer.Option(
             "cylinder", "--fov", help="normalise inside the FOV cylinder around Y, or 'all'"
@@ -192,9 +250,13 @@ def register(app: typer.Typer) -> None:
         min_radius_nm: list[str] = typer.Option(
             [], "--min-radius-nm", help="CLASS=NM: drop smaller objects (repeatable)"
         ),
+        progress: bool = typer.Option(
+            True, "--progress/--no-progress", help="progress bar on stderr while predicting"
+        ),
         endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
     ) -> None:
-        """Segment a tomogram: labels (TIFF/MRC), object ids and a CSV of measurements."""
+        """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
+        record of the voxel sizes used."""
         from models.segment import segment_file
 
         if voxel_nm is not None and voxel_nm <= 0:
@@ -209,5 +271,36 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             device=device,
             min_radius=min_radius_nm,
+            progress=progress,
             log=typer.echo,
         )
+
+
+def _evaluate_real(
+    model: str, real: str, real_labels: str | None, *, as_json: bool, **kwargs
+) -> None:
+    """``simaq evaluate --real``: score, then print JSON or a table of IoU/Dice per class."""
+    from models.evaluate import evaluate_real
+
+    if real_labels is None:
+        raise UserError("--real-labels: required with --real (the sparse labels to score on)")
+    if kwargs.get("voxel_nm") is not None and kwargs["voxel_nm"] <= 0:
+        raise UserError(f"--voxel-nm: must be > 0, got {kwargs['voxel_nm']}")
+    result = evaluate_real(model, real, real_labels, progress=not as_json, **kwargs)
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    methods = result["methods"]
+    typer.echo(
+        f"{result['tomogram']}: {result['labelled_voxels']} labelled voxels "
+        f"({100 * result['labelled_fraction']:.2f} %), at {result['input_voxel_nm']:g} nm "
+        f"({result['voxel_source']}); model at {result['model_voxel_nm']} nm"
+    )
+    typer.echo(f"{'class':<20}" + "".join(f"{m + ' IoU/Dice':>26}" for m in methods))
+
+    def cell(m: str, name: str) -> str:
+        s = methods[m]["per_class"][name]
+        return "—" if s["iou"] is None else f"{s['iou']:.3f} / {s['dice']:.3f}"
+
+    for name in methods["model"]["per_class"]:
+        typer.echo(f"{name:<20}" + "".join(f"{cell(m, name):>26}" for m in methods))

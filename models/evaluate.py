@@ -270,7 +270,12 @@ def evaluate_checkpoint(
     import torch
 
     from factory.dataset.manifest import read_manifest
-    from models.infer import check_same_labels, load_checkpoint, predict_volume
+    from models.infer import (
+        check_same_labels,
+        load_checkpoint,
+        predict_at_model_scale,
+        predict_volume,
+    )
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
@@ -279,16 +284,20 @@ def evaluate_checkpoint(
     check_same_labels(state["labels"], m["labels"], "--model")
     arch = state["arch"]
 
+    data_nm = ((m.get("config") or {}).get("grid") or {}).get("voxel_nm")
+
     def predict(recon: np.ndarray) -> np.ndarray:
-        return predict_volume(
-            model,
-            recon,
-            axis=int(arch["axis"]),
-            window=int(arch["window"]),
-            batch_size=batch_size,
+        if not data_nm:  # a dataset without a recorded voxel size: predicted as it is
+            return predict_volume(
+                model, recon, axis=int(arch["axis"]), window=int(arch["window"]),
+                batch_size=batch_size, device=dev, probabilities=False,
+            )  # fmt: skip
+        # the recon fields are normalised already; only the scale may differ from the model's
+        probs, _ = predict_at_model_scale(
+            model, state, recon, float(data_nm), normalize=False, batch_size=batch_size,
             device=dev,
-            probabilities=False,
-        )
+        )  # fmt: skip
+        return probs.argmax(0).astype(np.uint8)
 
     result, rows = evaluate_dataset(
         predict,
@@ -316,3 +325,263 @@ def evaluate_checkpoint(
         write_rows(rows, os.path.join(out, "slices.csv"))
         violin_plot(rows, result["classes"], os.path.join(out, "violin_iou.png"), "iou")
     return result
+
+
+# --- sparse labels of a real tomogram -------------------------------------------------------------
+
+UNMAPPED = np.iinfo(np.int64).min  # a predicted id that no label equals
+POLARITY = "above the Otsu threshold = cell (LAC: cells absorb more than the ice around them)"
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (any shape; non-finite values ignored): the bin edge that
+    maximises the between-class variance of a ``bins``-bin histogram. Same units as ``values``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.min() == v.max():
+        raise UserError("Otsu: the values are constant; no threshold separates them")
+    hist, edges = np.histogram(v, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centres)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m0 = s0 / w0
+        m1 = (s0[-1] - s0) / w1
+        between = w0 * w1 * (m0 - m1) ** 2
+    between[~np.isfinite(between)] = -1.0
+    return float(edges[1:][int(np.argmax(between))])
+
+
+def parse_class_map(text: str | None, class_names: list[str]) -> tuple[np.ndarray, dict]:
+    """``(lut, named)`` of ``--map NAME=ID,...``: ``lut[k]`` is the label-file id of model class
+    ``k`` (:data:`UNMAPPED` if none), ``named`` the map as given.
+
+    Without a map, model class k is label id k. ``NAME`` is a model class name, or ``cell``:
+    every non-background model class that the map does not name merges into the ``cell`` id.
+    Model classes neither named nor merged are unmapped: on a labelled voxel they are wrong.
+    """
+    if not text:
+        return np.arange(len(class_names), dtype=np.int64), {
+            n: i for i, n in enumerate(class_names)
+        }
+    named: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = (p.strip() for p in item.partition("="))
+        try:
+            if not sep or not name or name in named:
+                raise ValueError
+            named[name] = int(value)
+        except ValueError:
+            raise UserError(
+                f"--map: expected NAME=ID,... with distinct names, got {item.strip()!r}"
+            ) from None
+        if name != "cell" and name not in class_names:
+            raise UserError(
+                f"--map: {name!r} is not a model class (classes: {', '.join(class_names)}; "
+                "or 'cell' for every non-background class)"
+            )
+    lut = np.full(len(class_names), UNMAPPED, np.int64)
+    for k, name in enumerate(class_names):
+        if name in named:
+            lut[k] = named[name]
+        elif k > 0 and "cell" in named:
+            lut[k] = named["cell"]
+    return lut, named
+
+
+def masked_scores(pred: np.ndarray, labels: np.ndarray, valid: np.ndarray, ids) -> dict:
+    """Per label id: IoU, Dice and labelled voxels of ``pred`` against ``labels`` counted on the
+    voxels where ``valid`` is True only (None where the id is in neither)."""
+    p, t = pred[valid], labels[valid]
+    out = {}
+    for i in ids:
+        pi, ti = p == i, t == i
+        tp = int(np.count_nonzero(pi & ti))
+        fp = int(np.count_nonzero(pi)) - tp
+        fn = int(np.count_nonzero(ti)) - tp
+        den = tp + fp + fn
+        out[int(i)] = {
+            "iou": tp / den if den else None,
+            "dice": 2 * tp / (2 * tp + fp + fn) if den else None,
+            "voxels": int(np.count_nonzero(ti)),
+        }
+    return out
+
+
+def _fov_mask(shape: tuple[int, int, int], inset: float) -> np.ndarray:
+    nz, _, nx = shape
+    z = np.arange(nz) - (nz - 1) / 2.0
+    x = np.arange(nx) - (nx - 1) / 2.0
+    r = min(nz, nx) / 2.0 - inset
+    return np.broadcast_to(((z[:, None] ** 2 + x[None, :] ** 2) <= r * r)[:, None, :], shape)
+
+
+def otsu_baselines(raw: np.ndarray, fov_inset: float, fg: int, bg: int) -> dict:
+    """Classical baselines on a raw (Z, Y, X) tomogram, as label volumes of ids ``fg`` / ``bg``:
+    ``otsu_global`` (one Otsu threshold over every voxel) and ``otsu_fov`` (threshold over the
+    field-of-view cylinder around Y, inset ``fov_inset`` voxels; background outside it). The
+    polarity is fixed by physics, never fitted to the labels (:data:`POLARITY`)."""
+    fov = _fov_mask(raw.shape, fov_inset)
+    if not fov.any():  # a field smaller than the inset: the whole volume is the sample
+        fov = np.ones(raw.shape, bool)
+    out = {}
+    for name, region in (("otsu_global", None), ("otsu_fov", fov)):
+        t = otsu_threshold(raw if region is None else raw[region])
+        above = raw > t if region is None else (raw > t) & region
+        out[name] = (np.where(above, fg, bg).astype(np.int64), t)
+    return out
+
+
+def _read_real(real: str, real_labels: str, ignore: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(tomogram, labels int64, header voxel nm or None)`` of ``--real`` / ``--real-labels``."""
+    from models.volume_io import read_volume
+
+    raw, header_nm = read_volume(real, "--real")
+    if not np.isfinite(raw).all():
+        raise UserError(f"--real: {real!r} holds NaN or infinite values")
+    lab, _ = read_volume(real_labels, "--real-labels")
+    if lab.shape != raw.shape:
+        raise UserError(
+            f"--real-labels: shape {lab.shape} of {real_labels!r} differs from the tomogram's "
+            f"{raw.shape}"
+        )
+    if lab.dtype.kind == "f" and not np.array_equal(lab, np.round(lab)):
+        raise UserError(f"--real-labels: {real_labels!r} holds non-integer values")
+    lab = lab.astype(np.int64)
+    if not np.any(lab != ignore):
+        raise UserError(f"--real-labels: every voxel of {real_labels!r} is {ignore} (unlabelled)")
+    return raw, lab, header_nm
+
+
+def labelled_planes(valid: np.ndarray, prefer_axis: int) -> tuple[int, list[int]]:
+    """``(axis, plane indices)`` of the sparse annotation: the axis along which the fewest
+    planes hold labelled voxels (``prefer_axis`` on ties) and those planes."""
+    counts = {}
+    for ax in range(3):
+        other = tuple(i for i in range(3) if i != ax)
+        counts[ax] = np.flatnonzero(valid.any(axis=other)).tolist()
+    axis = min(range(3), key=lambda a: (len(counts[a]), a != prefer_axis))
+    return axis, counts[axis]
+
+
+def _class_names_of_ids(ids: list[int], lut: np.ndarray, names: list[str], named: dict) -> dict:
+    out = {}
+    for i in ids:
+        given = [n for n, v in named.items() if v == i]
+        merged = [names[k] for k in range(len(names)) if lut[k] == i]
+        out[i] = "+".join(given) or "+".join(merged) or f"id_{i}"
+    return out
+
+
+def _method_summary(scores: dict, id_names: dict, **extra) -> dict:
+    ious = [s["iou"] for s in scores.values() if s["iou"] is not None]
+    return {
+        **extra,
+        "mean_iou": float(np.mean(ious)) if ious else None,
+        "per_class": {id_names[i]: {"id": i, **s} for i, s in scores.items()},
+    }
+
+
+def evaluate_real(
+    model_url: str,
+    real: str,
+    real_labels: str,
+    *,
+    class_map: str | None = None,
+    ignore: int = IGNORE,
+    voxel_nm: float | None = None,
+    out: str | None = None,
+    endpoint_url: str | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score a checkpoint on a real tomogram's sparse labels, beside Otsu baselines.
+
+    The model predicts at its training voxel size (:func:`models.infer.predict_at_model_scale`;
+    input voxel size from ``voxel_nm``, else the header); its argmax classes, mapped onto the
+    label file's ids (:func:`parse_class_map`), and the baselines (:func:`otsu_baselines`) are
+    scored on the labelled voxels only (``labels != ignore``; :func:`masked_scores`). Writes
+    ``evaluation_real.json`` and ``real_planes.png`` into ``out`` when given.
+    """
+    import torch
+
+    from models.infer import load_checkpoint, predict_at_model_scale
+    from models.volume_io import input_voxel_nm
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
+    model.to(dev)
+    names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
+    lut, named = parse_class_map(class_map, names)
+    raw, lab, header_nm = _read_real(real, real_labels, ignore)
+    vnm, source = input_voxel_nm(voxel_nm, header_nm, real)
+    probs, info = predict_at_model_scale(
+        model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
+        what="--real",
+    )  # fmt: skip
+    pred = lut[probs.argmax(0)]
+    del probs
+    valid = lab != ignore
+    ids = sorted({int(v) for v in lut if v != UNMAPPED} | {int(v) for v in np.unique(lab[valid])})
+    id_names = _class_names_of_ids(ids, lut, names, named)
+    fg = int(named["cell"]) if "cell" in named else int(lut[1])
+    inset = float((state.get("normalization") or {}).get("fov_inset_px", 5)) / info["zoom"]
+    baselines = otsu_baselines(raw, inset, fg, int(lut[0]))
+    axis, planes = labelled_planes(valid, int(state["arch"]["axis"]))
+    methods = {"model": _method_summary(masked_scores(pred, lab, valid, ids), id_names)}
+    for name, (pb, t) in baselines.items():
+        methods[name] = _method_summary(masked_scores(pb, lab, valid, ids), id_names, threshold=t)
+    result = {
+        "tomogram": str(real),
+        "labels": str(real_labels),
+        "checkpoint": state.get("path"),
+        **info,
+        "voxel_source": source,
+        "ignore": int(ignore),
+        "labelled_voxels": int(valid.sum()),
+        "labelled_fraction": float(valid.mean()),
+        "labelled_planes": {"axis": axis, "indices": planes},
+        "class_map": {
+            n: (None if lut[k] == UNMAPPED else int(lut[k])) for k, n in enumerate(names)
+        },
+        "classes": {str(i): id_names[i] for i in ids},
+        "baseline_polarity": POLARITY,
+        "methods": methods,
+    }
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "evaluation_real.json"), "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
+        otsu = baselines["otsu_fov"][0]
+        planes_png(raw, pred, otsu, lab, ignore, axis, planes, os.path.join(out, "real_planes.png"))
+    return result
+
+
+def planes_png(raw, pred, otsu, lab, ignore: int, axis: int, planes: list[int], path: str) -> None:
+    """PNG of at most 4 labelled planes (rows) along ``axis``: input, model prediction, Otsu
+    (FOV) and labels (unlabelled voxels blank); class ids share one colour map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pick = [planes[i] for i in np.linspace(0, len(planes) - 1, min(4, len(planes))).astype(int)]
+    pick = list(dict.fromkeys(pick))
+    ids = lab[lab != ignore]
+    vmax = max(int(ids.max(initial=0)), int(pred[pred != UNMAPPED].max(initial=0)), 1)
+    fig, axes = plt.subplots(len(pick), 4, figsize=(10, 2.6 * len(pick)), squeeze=False)
+    for row, idx in zip(axes, pick, strict=True):
+        cut = [np.take(v, idx, axis=axis) for v in (raw, pred, otsu, lab)]
+        cut[1] = np.where(cut[1] == UNMAPPED, -1, cut[1])
+        row[0].imshow(cut[0], cmap="gray")
+        for ax, img in zip(row[1:], cut[1:], strict=True):
+            shown = np.ma.masked_where(img == (ignore if ax is row[3] else -1), img)
+            ax.imshow(shown, cmap="tab10", vmin=0, vmax=max(vmax, 9), interpolation="nearest")
+        for ax, title in zip(row, ("input", "model", "Otsu (FOV)", "labels"), strict=True):
+            ax.set_title(f"{title} · plane {idx} of axis {axis}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -33,8 +33,19 @@ def labels_signature(labels: dict) -> dict:
     return {
         "scheme": labels.get("scheme"),
         "classes": [(int(c["id"]), str(c["name"])) for c in labels.get("classes", [])],
-        "map_from_full": list(labels.get("map_from_full") or []),
+        "map_from_full": _trim_background(list(labels.get("map_from_full") or [])),
     }
+
+
+def _trim_background(lut: list[int]) -> list[int]:
+    """``lut`` without trailing entries mapping to background (0).
+
+    Label table 2 added classes (``capillary``, ``medium``) that ``full`` and ``simaq4`` map to
+    background; a table-1 map, which lacks them, means the same thing.
+    """
+    while len(lut) > 1 and lut[-1] == 0:
+        lut = lut[:-1]
+    return lut
 
 
 def check_same_labels(ckpt_labels: dict, data_labels: dict, what: str) -> None:
@@ -89,9 +100,13 @@ def find_checkpoint(url: str, *, endpoint_url: str | None = None) -> tuple[str, 
     """``(path, state)`` of the checkpoint at ``url``: the directory itself if it holds
     ``state.json``, else the latest (highest step) checkpoint under it (a run directory); None if
     there is none."""
+    fs, path = _fs(url, endpoint_url)
+    return _find_in(fs, path)
+
+
+def _find_in(fs, path: str) -> tuple[str, dict] | None:
     from factory.dataset.storage import list_dir
 
-    fs, path = _fs(url, endpoint_url)
     state = _read_state(fs, path)
     if state is not None:
         return path, state
@@ -119,21 +134,51 @@ def _load_tensor_file(fs, path: str, map_location):
         raise UserError(f"checkpoint: cannot load {path} ({type(err).__name__}: {err})") from None
 
 
+def resolve_model_path(
+    url: str, *, endpoint_url: str | None = None, what: str = "--model"
+) -> tuple[str, dict]:
+    """``(checkpoint directory, state)`` of a ``--model`` argument.
+
+    ``url`` (local or ``s3://``) may be a run directory (its latest checkpoint is used), a
+    checkpoint directory (``RUN/ray/checkpoint_000001``) or the checkpoint's ``model.pt``;
+    anything else raises :class:`UserError` with one line naming the path and what was expected.
+    """
+    from factory.dataset.storage import exists, is_file, safe_url
+
+    expected = (
+        "expected a run directory, a checkpoint directory (RUN/ray/checkpoint_NNNNNN) "
+        f"or its {MODEL_NAME}"
+    )
+    shown = safe_url(str(url))
+    fs, path = _fs(url, endpoint_url)
+    if not exists(fs, path):
+        raise UserError(f"{what}: no such file or directory {shown!r} ({expected})")
+    if is_file(fs, path):
+        if (
+            posixpath.basename(path) != MODEL_NAME
+            or _read_state(fs, posixpath.dirname(path)) is None
+        ):
+            raise UserError(f"{what}: {shown!r} is a file, not a checkpoint ({expected})")
+        path = posixpath.dirname(path)
+    found = _find_in(fs, path)
+    if found is None:
+        raise UserError(f"{what}: no checkpoint in {shown!r} ({expected})")
+    return found
+
+
 def load_checkpoint(
     url: str,
     *,
     endpoint_url: str | None = None,
     map_location="cpu",
     with_optimizer: bool = False,
+    what: str = "--model",
 ):
-    """Load ``(model, state[, optimizer_state])`` from a checkpoint or run directory (eval mode)."""
-    from factory.dataset.storage import safe_url
+    """Load ``(model, state[, optimizer_state])`` (eval mode) from a run directory, a checkpoint
+    directory or a checkpoint's ``model.pt`` (see :func:`resolve_model_path`)."""
     from models.unet import build_model
 
-    found = find_checkpoint(url, endpoint_url=endpoint_url)
-    if found is None:
-        raise UserError(f"--model: no checkpoint at {safe_url(str(url))!r}")
-    path, state = found
+    path, state = resolve_model_path(url, endpoint_url=endpoint_url, what=what)
     fs, _ = _fs(url, endpoint_url)
     try:
         arch = state["arch"]
@@ -166,22 +211,44 @@ def load_checkpoint(
 
 
 def normalize_volume(volume: np.ndarray, normalization: dict | None) -> np.ndarray:
-    """Normalise a raw (Z, Y, X) tomogram as the training data were (see
-    :func:`factory.acquisition.recon.quantile_normalize`): ``{"method": "quantile",
-    "fov_inset_px": k, "fov": "cylinder"|"all"}`` maps values inside the field-of-view cylinder
-    around Y (radius min(Z, X)/2 − k) onto standard normal quantiles, 0 outside;
-    ``{"method": "none"}`` returns the volume as float32."""
+    """Normalise a raw (Z, Y, X) tomogram as the training data were.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (Z, Y, X)
+        Raw tomogram (LAC in 1/µm, or any monotonic intensity); never modified (read-only and
+        memory-mapped arrays are fine).
+    normalization : dict or None
+        The checkpoint's ``normalization``: ``{"method": "quantile", "fov_inset_px": k,
+        "fov": "cylinder"|"all"}`` (the default) or ``{"method": "none"}``.
+
+    Returns
+    -------
+    ndarray, shape (Z, Y, X), float32
+        ``quantile``: the values inside the field-of-view cylinder around Y (radius
+        min(Z, X)/2 − k voxels) rank-mapped onto standard normal quantiles, 0 outside (see
+        :func:`factory.acquisition.recon.quantile_normalize`); ``none``: the volume as float32.
+
+    Notes
+    -----
+    The statistics come from the sample region only (the FOV cylinder, where the
+    reconstruction is valid), not from the corners of the field. Being a rank mapping, it is
+    robust to extreme values: a gold fiducial or a bright capillary wall takes only its share of
+    the top ranks (at most ``ndtri(1 − 0.5/n)`` ≈ 5 σ) whatever its LAC, so it neither
+    compresses nor shifts the values of the cells, unlike a mean/std or min/max scaling.
+    """
     from factory.acquisition.recon import quantile_normalize
     from factory.acquisition.volume import cylinder_mask
 
-    vol = np.asarray(volume, dtype=np.float32)
+    # torch.from_numpy needs a writable array (mrcfile and np.load(mmap) give read-only ones)
+    vol = np.require(volume, dtype=np.float32, requirements=["C", "W"])
     norm = normalization or {"method": "quantile", "fov_inset_px": 5, "fov": "cylinder"}
     method = norm.get("method", "quantile")
     if method == "none":
         return vol
     if method != "quantile":
         raise UserError(f"normalization: unknown method {method!r} (quantile or none)")
-    t = torch.from_numpy(np.ascontiguousarray(vol))
+    t = torch.from_numpy(vol)
     if norm.get("fov", "cylinder") == "all":
         mask = torch.ones((1, 1, 1), dtype=torch.bool)
     else:
@@ -192,6 +259,48 @@ def normalize_volume(volume: np.ndarray, normalization: dict | None) -> np.ndarr
                 f"{norm.get('fov_inset_px', 5)} px (use fov 'all')"
             )
     return quantile_normalize(t, mask).numpy()
+
+
+def resample(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear resampling of a (Z, Y, X) volume, or of each channel of a (C, Z, Y, X) one, onto
+    a grid of ``shape`` (Z', Y', X') covering the same field (voxel centres, ``align_corners``
+    False). Returns float32; the input itself when the shape is unchanged."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(volume.shape[-3:]) == shape:
+        return np.asarray(volume, dtype=np.float32)
+    t = torch.from_numpy(np.require(volume, dtype=np.float32, requirements=["C", "W"]))
+    t = t[None, None] if t.ndim == 3 else t[None]
+    out = []
+    for c in range(t.shape[1]):  # one channel at a time bounds the peak memory
+        r = torch.nn.functional.interpolate(
+            t[:, c : c + 1], size=shape, mode="trilinear", align_corners=False
+        )
+        out.append(r[0, 0].numpy())
+    return out[0] if volume.ndim == 3 else np.stack(out)
+
+
+def model_grid(shape: tuple[int, int, int], input_nm: float, model_nm: float | None):
+    """``(shape at the model's voxel size, zoom)``: the grid of the same field at the training
+    voxel size ``model_nm`` (nm) for a (Z, Y, X) volume of voxel size ``input_nm`` (nm);
+    zoom = input_nm / model_nm (1 when the checkpoint does not record its voxel size)."""
+    if not model_nm:
+        return tuple(int(s) for s in shape), 1.0
+    zoom = float(input_nm) / float(model_nm)
+    if abs(zoom - 1.0) < 1e-3:
+        return tuple(int(s) for s in shape), 1.0
+    return tuple(max(1, int(round(s * zoom))) for s in shape), zoom
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency; never fail for a bar
+        return None
+    import sys
+
+    return tqdm(total=total, desc=desc, unit="slice", file=sys.stderr, dynamic_ncols=True)
 
 
 @torch.no_grad()
@@ -205,38 +314,98 @@ def predict_volume(
     device: str | torch.device = "cpu",
     probabilities: bool = True,
     amp: bool = True,
+    progress: bool = False,
 ) -> np.ndarray:
     """Slide the ``window``-slice stack through a normalised (Z, Y, X) volume along ``axis``.
 
     Returns class probabilities (C, Z, Y, X) float32 (softmax), or with ``probabilities=False``
-    the argmax labels (Z, Y, X) uint8. Ends are mirrored as in training.
+    the argmax labels (Z, Y, X) uint8. Ends are mirrored as in training. ``progress`` shows a
+    tqdm bar on stderr (slices, rate and ETA).
     """
     check_window(volume.shape, axis, window)
     model.eval()
     dev = torch.device(device)
     n = volume.shape[axis]
-    ncls = None
     out = None
     use_amp = amp and dev.type == "cuda"
-    for start in range(0, n, batch_size):
-        centres = range(start, min(n, start + batch_size))
-        x = torch.from_numpy(np.stack([slice_stack(volume, c, axis, window) for c in centres]))
-        with torch.autocast(dev.type, enabled=use_amp):
-            logits = model(x.to(dev))
-        p = torch.softmax(logits.float(), dim=1).cpu().numpy()  # (b, C, H, W)
-        if out is None:
-            ncls = p.shape[1]
+    bar = _progress_bar(n, "predict", progress)
+    try:
+        for start in range(0, n, batch_size):
+            centres = range(start, min(n, start + batch_size))
+            x = torch.from_numpy(np.stack([slice_stack(volume, c, axis, window) for c in centres]))
+            with torch.autocast(dev.type, enabled=use_amp):
+                logits = model(x.to(dev))
+            p = torch.softmax(logits.float(), dim=1).cpu().numpy()  # (b, C, H, W)
+            if out is None:
+                shape = (p.shape[1], *volume.shape) if probabilities else volume.shape
+                out = np.zeros(shape, np.float32 if probabilities else np.uint8)
             if probabilities:
-                out = np.zeros((ncls, *volume.shape), np.float32)
+                view = np.moveaxis(out, axis + 1, 1)  # (C, n, H, W)
+                view[:, start : start + len(centres)] = p.transpose(1, 0, 2, 3)
             else:
-                out = np.zeros(volume.shape, np.uint8)
-        if probabilities:
-            view = np.moveaxis(out, axis + 1, 1)  # (C, n, H, W)
-            view[:, start : start + len(centres)] = p.transpose(1, 0, 2, 3)
-        else:
-            view = np.moveaxis(out, axis, 0)
-            view[start : start + len(centres)] = p.argmax(1).astype(np.uint8)
+                view = np.moveaxis(out, axis, 0)
+                view[start : start + len(centres)] = p.argmax(1).astype(np.uint8)
+            if bar is not None:
+                bar.update(len(centres))
+    finally:
+        if bar is not None:
+            bar.close()
     return out
+
+
+def predict_at_model_scale(
+    model: torch.nn.Module,
+    state: dict,
+    raw: np.ndarray,
+    input_nm: float,
+    *,
+    fov: str = "cylinder",
+    normalize: bool = True,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    what: str = "INPUT",
+) -> tuple[np.ndarray, dict]:
+    """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm), computed
+    at the model's training voxel size (``state["dataset"]["voxel_nm"]``).
+
+    The volume is resampled trilinearly onto the model's grid, normalised there as in training
+    (:func:`normalize_volume`, inset in model voxels; skipped with ``normalize=False`` for an
+    already normalised volume), predicted (:func:`predict_volume`), and the probabilities are
+    resampled trilinearly back onto the input grid, so that ``argmax`` of the result is the
+    predicted class of each input voxel.
+
+    Returns
+    -------
+    probs : ndarray, shape (C, Z, Y, X), float32
+    info : dict
+        ``input_voxel_nm``, ``model_voxel_nm`` (None if unrecorded), ``zoom`` (input / model
+        voxel size), ``input_shape``, ``model_shape``.
+    """
+    arch = state["arch"]
+    axis, window = int(arch["axis"]), int(arch["window"])
+    model_nm = (state.get("dataset") or {}).get("voxel_nm")
+    grid, zoom = model_grid(raw.shape, input_nm, model_nm)
+    check_window(
+        grid, axis, window, what + (f" at the model's {model_nm:g} nm" if zoom != 1 else "")
+    )
+    vol = resample(raw, grid)
+    if normalize:
+        vol = normalize_volume(vol, {**(state.get("normalization") or {}), "fov": fov})
+    probs = predict_volume(
+        model, vol, axis=axis, window=window, batch_size=batch_size, device=device,
+        progress=progress,
+    )  # fmt: skip
+    del vol
+    probs = resample(probs, raw.shape)
+    info = {
+        "input_voxel_nm": float(input_nm),
+        "model_voxel_nm": None if not model_nm else float(model_nm),
+        "zoom": zoom,
+        "input_shape": [int(s) for s in raw.shape],
+        "model_shape": list(grid),
+    }
+    return probs, info
 
 
 @torch.no_grad()

@@ -1,29 +1,39 @@
-"""Segmenting a tomogram: normalise, slide the window, post-process, write labels and measurements.
+"""Segmenting a tomogram: rescale, normalise, slide the window, post-process, write labels and
+measurements.
 
-``segment_file(model, INPUT, OUTPUT)`` reads MRC/TIFF/NPY (:mod:`models.volume_io`), normalises it
-as the training data were (quantile normalisation to a standard normal inside the field-of-view
-cylinder around the tilt axis Y, 0 outside; :func:`models.infer.normalize_volume`), predicts class
-probabilities slice by slice with the ``window``-slice stack (:func:`models.infer.predict_volume`,
-batched, on the GPU when there is one), post-processes them (:func:`postprocess`) and writes
+``segment_file(model, INPUT, OUTPUT)`` reads MRC/TIFF/NPY (:mod:`models.volume_io`) with its voxel
+size (``--voxel-nm``, else the file header; refused when neither is known), resamples it
+trilinearly to the model's training voxel size, normalises it there as the training data were
+(rank mapping to a standard normal inside the field-of-view cylinder around the tilt axis Y, 0
+outside; :func:`models.infer.normalize_volume`), predicts class probabilities slice by slice with
+the ``window``-slice stack (batched, on the GPU when there is one, with a progress bar), resamples
+the probabilities back onto the input grid (:func:`models.infer.predict_at_model_scale`),
+post-processes them (:func:`postprocess`) and writes
 
 * ``OUTPUT`` (.tif/.tiff/.mrc/.npy): class ids (uint8; MRC mode 0), voxel size in the header;
 * ``OUTPUT_STEM_objects.EXT``: object ids (uint16/int32) of the innermost object at each voxel;
 * ``OUTPUT_STEM.csv``: one row per object: id, class, voxels, volume in µm³, mean input value
-  (LAC for a tomogram in 1/µm), centroid (z, y, x) in voxels and µm, containing cell.
+  (LAC for a tomogram in 1/µm), centroid (z, y, x) in voxels and µm, containing cell;
+* ``OUTPUT_STEM.json``: input and model voxel sizes (nm), zoom, both grids, checkpoint, counts.
 
-Post-processing follows the reference (SIMAQ.md) with scipy.ndimage only: classes are nested, the
-cell (every non-background class, probability 1 − P(background)) contains the inner classes, whose
-masks are clipped to the cells; per class: Gaussian blur of the probability, threshold 0.5, hole
-filling, opening, 3D connected components, removal of objects smaller than a sphere of a minimum
-radius, and a split of touching objects between the maxima of their distance transform. Inner classes are painted
-over the cell in label-id order (later ids overwrite earlier ones, as in the phantom).
-Minimum radii are physical (nm): the reference's vacuole 3 and LD 2 voxels at 25 nm (75 / 50 nm);
-its cell value (70 voxels = 1.75 µm) exceeds its own cell radii, so 500 nm is used for cells.
+Post-processing starts from the classifier's decision, the argmax class of every voxel (what
+``simaq evaluate`` scores): the cell is the argmax's non-background voxels, each inner class its
+argmax voxels, cleaned by a Gaussian majority vote (:func:`majority_vote`; not for thin classes).
+It never thresholds probabilities, so voxels the argmax calls background do not turn into cell
+because the network is unsure of its answer. Then, following the reference (SIMAQ.md) with scipy.ndimage only: classes are
+nested, the cell (every non-background class) contains the inner classes, whose masks are clipped
+to the cells; per class: hole filling, opening, 3D connected components, removal of objects smaller
+than a sphere of a minimum radius, and a split of touching objects between the maxima of their
+distance transform. Inner classes are painted over the cell in label-id order (later ids overwrite
+earlier ones, as in the phantom). Minimum radii are physical (nm): the reference's vacuole 3 and LD 2
+voxels at 25 nm (75 / 50 nm); its cell value (70 voxels = 1.75 µm) exceeds its own cell radii, so
+500 nm is used for cells.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -36,13 +46,15 @@ from factory.errors import UserError
 
 @dataclass(frozen=True)
 class ClassPost:
-    """Post-processing of one class: hole filling, opening radius (voxels), minimum object radius
-    (nm, as an equivalent sphere), watershed splitting of touching objects."""
+    """Post-processing of one class: majority vote (``smooth``), hole filling, opening radius
+    (voxels), minimum object radius (nm, as an equivalent sphere), watershed splitting of touching
+    objects."""
 
     fill: bool = True
     open_radius: int = 0
     min_radius_nm: float = 50.0
     split: bool = False
+    smooth: bool = True
 
 
 DEFAULT_POST: dict[str, ClassPost] = {
@@ -51,8 +63,9 @@ DEFAULT_POST: dict[str, ClassPost] = {
     "vacuole": ClassPost(fill=True, open_radius=1, min_radius_nm=75.0, split=True),
     "lipid_droplet": ClassPost(fill=True, open_radius=0, min_radius_nm=50.0, split=False),
     "nucleus": ClassPost(fill=True, open_radius=1, min_radius_nm=200.0, split=False),
-    "mitochondrion": ClassPost(fill=False, open_radius=0, min_radius_nm=30.0, split=False),
-    "cell_wall": ClassPost(fill=False, open_radius=0, min_radius_nm=0.0, split=False),
+    # thin structures (a 1-3 voxel shell, tubules) would not survive a majority vote
+    "mitochondrion": ClassPost(fill=False, min_radius_nm=30.0, smooth=False),
+    "cell_wall": ClassPost(fill=False, open_radius=0, min_radius_nm=0.0, smooth=False),
 }
 
 
@@ -106,17 +119,48 @@ def split_touching(mask: np.ndarray, min_distance: float) -> np.ndarray:
     return out
 
 
-def _class_mask(prob: np.ndarray, post: ClassPost, sigma: float, threshold: float, voxel_nm: float):
-    p = ndi.gaussian_filter(prob, sigma) if sigma > 0 else prob
-    mask = p > threshold
+def majority_vote(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian majority vote on a boolean (Z, Y, X) mask: True where more than half of the
+    Gaussian-weighted neighbourhood (``sigma`` voxels) is True; the mask itself for sigma 0.
+    Unlike a lower threshold on probabilities it is symmetric: it removes specks and fills
+    pits of the argmax masks but moves no boundary of a smooth region."""
+    if sigma <= 0:
+        return mask
+    return ndi.gaussian_filter(mask.astype(np.float32), sigma) > 0.5
+
+
+def _clean_mask(
+    mask: np.ndarray, post: ClassPost, voxel_nm: float, scale: float
+) -> tuple[np.ndarray, float]:
     if post.fill:
         mask = ndi.binary_fill_holes(mask)
-    if post.open_radius > 0:
-        mask = ndi.binary_opening(mask, structure=_ball(post.open_radius))
+    radius = int(round(post.open_radius * scale))
+    if radius > 0:
+        mask = ndi.binary_opening(mask, structure=_ball(radius))
     r_vox = post.min_radius_nm / voxel_nm
     min_vox = 4.0 / 3.0 * math.pi * r_vox**3 if r_vox > 0 else 0
     mask, _ = remove_small(mask, min_vox)
     return mask, r_vox
+
+
+def _records(ids: np.ndarray, class_id: int, name: str, cell_ids: np.ndarray | None, first: int):
+    """Object records of the instance ids ``ids`` (1..n), renumbered from ``first``."""
+    out = []
+    for oid, sl in enumerate(ndi.find_objects(ids), start=1):
+        if sl is None:
+            continue
+        m = ids[sl] == oid
+        if cell_ids is None:  # the objects are the cells themselves
+            parent = first + oid - 1
+        else:
+            parents = cell_ids[sl][m]
+            parents = parents[parents > 0]
+            parent = int(np.bincount(parents).argmax()) if parents.size else 0
+        out.append(
+            {"id": first + oid - 1, "class_id": class_id, "class": name, "cell": parent,
+             "slice": sl, "mask": m}
+        )  # fmt: skip
+    return out
 
 
 def postprocess(
@@ -125,14 +169,35 @@ def postprocess(
     voxel_nm: float,
     *,
     sigma: float = 1.0,
-    threshold: float = 0.5,
     overrides: dict[str, ClassPost] | None = None,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Nested post-processing of class probabilities (C, Z, Y, X) (see the module docstring).
+    """Nested post-processing of class probabilities (see the module docstring).
 
-    Returns ``(labels uint8 (Z, Y, X), objects int32 (Z, Y, X), records)``; each record has
-    ``id, class_id, class, cell`` (the containing cell's id), ``slice`` (bounding box) and ``mask``
-    (the object's voxels inside it).
+    Parameters
+    ----------
+    probs : ndarray, shape (C, Z, Y, X)
+        Class probabilities; class 0 is background, class 1 the cell's root class.
+    class_names : list of str
+        The C class names (they select the :data:`DEFAULT_POST` rules).
+    voxel_nm : float
+        Voxel size in nm (minimum object radii are physical).
+    sigma : float
+        Gaussian majority vote on the argmax masks, in voxels (:func:`majority_vote`); classes
+        whose rule has ``smooth=False`` (thin shells, tubules) are not voted.
+    scale : float
+        Input voxels per model voxel (model voxel size / input voxel size): ``sigma`` and the
+        opening radii are given in voxels of the model's training grid and scaled by it, so that
+        a tomogram is cleaned alike at any voxel size.
+
+    Returns
+    -------
+    labels : ndarray (Z, Y, X) uint8
+    objects : ndarray (Z, Y, X) int32
+        Id of the innermost object at each voxel, 0 outside.
+    records : list of dict
+        ``id, class_id, class, cell`` (the containing cell's id), ``slice`` (bounding box) and
+        ``mask`` (the object's voxels inside it).
     """
     ncls = probs.shape[0]
     if ncls != len(class_names):
@@ -142,43 +207,30 @@ def postprocess(
     posts = {**DEFAULT_POST, **(overrides or {})}
     labels = np.zeros(probs.shape[1:], np.uint8)
     objects = np.zeros(probs.shape[1:], np.int32)
-    records: list[dict] = []
     if ncls < 2:
-        return labels, objects, records
-    root = 1
-    cell_post = posts.get(class_names[root], ClassPost())
-    cell_mask, r = _class_mask(1.0 - probs[0], cell_post, sigma, threshold, voxel_nm)
+        return labels, objects, []
+    argmax = probs.argmax(0)
+    cell_post = posts.get(class_names[1], ClassPost())
+    sigma = sigma * scale
+    cell_mask, r = _clean_mask(majority_vote(argmax != 0, sigma), cell_post, voxel_nm, scale)
     cell_ids = split_touching(cell_mask, r) if cell_post.split else ndi.label(cell_mask)[0]
     cell_ids = cell_ids.astype(np.int32)
-    labels[cell_mask] = root
+    labels[cell_mask] = 1
     objects[:] = cell_ids
-    for cid, sl in enumerate(ndi.find_objects(cell_ids), start=1):
-        if sl is not None:
-            m = cell_ids[sl] == cid
-            records.append(
-                {"id": cid, "class_id": root, "class": class_names[root], "cell": cid,
-                 "slice": sl, "mask": m}
-            )  # fmt: skip
+    records = _records(cell_ids, 1, class_names[1], None, 1)
     next_id = int(cell_ids.max()) + 1
     for k in range(2, ncls):
         post = posts.get(class_names[k], ClassPost())
-        mask, r = _class_mask(probs[k], post, sigma, threshold, voxel_nm)
+        mask = majority_vote(argmax == k, sigma if post.smooth else 0.0)
+        mask, r = _clean_mask(mask, post, voxel_nm, scale)
         mask &= cell_mask
         ids = split_touching(mask, r) if post.split else ndi.label(mask)[0]
         labels[mask] = k
-        for oid, sl in enumerate(ndi.find_objects(ids), start=1):
-            if sl is None:
-                continue
-            m = ids[sl] == oid
-            parents = cell_ids[sl][m]
-            parents = parents[parents > 0]
-            parent = int(np.bincount(parents).argmax()) if parents.size else 0
-            objects[sl][m] = next_id
-            records.append(
-                {"id": next_id, "class_id": k, "class": class_names[k], "cell": parent,
-                 "slice": sl, "mask": m}
-            )  # fmt: skip
-            next_id += 1
+        recs = _records(ids, k, class_names[k], cell_ids, next_id)
+        for rec in recs:
+            objects[rec["slice"]][rec["mask"]] = rec["id"]
+        records += recs
+        next_id += int(ids.max(initial=0))
     return labels, objects, records
 
 
@@ -260,64 +312,67 @@ def segment_file(
     batch_size: int = 16,
     device: str | None = None,
     sigma: float = 1.0,
-    threshold: float = 0.5,
     min_radius: list[str] | None = None,
+    progress: bool = False,
     log=print,
 ) -> dict:
-    """Segment one tomogram file with a checkpoint; write labels, objects and measurements."""
+    """Segment one tomogram file with a checkpoint; write labels, objects, measurements and
+    ``OUTPUT_STEM.json`` (the voxel sizes and grids used).
+
+    The input's voxel size (nm) is ``voxel_nm``, else its header's; the prediction runs at the
+    model's training voxel size (:func:`models.infer.predict_at_model_scale`) and everything
+    written is on the input grid, in the input's voxel size.
+    """
     import torch
 
-    from models.infer import load_checkpoint, normalize_volume, predict_volume
-    from models.volume_io import read_volume, write_volume
+    from models.infer import load_checkpoint, predict_at_model_scale
+    from models.volume_io import input_voxel_nm, read_volume, write_volume
 
     labels_path, objects_path, csv_path = output_paths(output)
+    json_path = os.path.splitext(labels_path)[0] + ".json"
     if fov not in ("cylinder", "all"):
         raise UserError(f"--fov: expected 'cylinder' or 'all', got {fov!r}")
     overrides = parse_min_radius(min_radius or [])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
     model.to(dev)
-    arch = state["arch"]
     raw, header_nm = read_volume(input_path)
     if not np.isfinite(raw).all():
         raise UserError(f"INPUT: {input_path!r} holds NaN or infinite values")
-    from models.data import check_window
-
-    check_window(raw.shape, int(arch["axis"]), int(arch["window"]), "INPUT")
-    vnm = voxel_nm or header_nm or state.get("dataset", {}).get("voxel_nm")
-    if not vnm:
-        raise UserError("--voxel-nm: the input has no voxel size; give it in nm")
-    source = "--voxel-nm" if voxel_nm else ("file header" if header_nm else "training data")
-    norm = {**(state.get("normalization") or {}), "fov": fov}
-    vol = normalize_volume(raw, norm)
-    probs = predict_volume(
-        model,
-        vol,
-        axis=int(arch["axis"]),
-        window=int(arch["window"]),
-        batch_size=batch_size,
-        device=dev,
+    vnm, source = input_voxel_nm(voxel_nm, header_nm, input_path)
+    probs, info = predict_at_model_scale(
+        model, state, raw, vnm, fov=fov, batch_size=batch_size, device=dev, progress=progress
     )
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     labels, objects, records = postprocess(
-        probs, names, float(vnm), sigma=sigma, threshold=threshold, overrides=overrides
+        probs, names, vnm, sigma=sigma, overrides=overrides, scale=1.0 / info["zoom"]
     )
-    rows = measure(records, raw.astype(np.float32), float(vnm))
+    del probs
+    rows = measure(records, raw.astype(np.float32), vnm)
     write_volume(labels_path, labels, vnm)
     obj = objects.astype(np.uint16) if objects.max(initial=0) < 65536 else objects
     write_volume(objects_path, obj, vnm)
     write_measurements(rows, csv_path)
-    counts = {n: int((labels == k).sum()) for k, n in enumerate(names)}
-    log(
-        f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}): {len(rows)} objects → "
-        f"{labels_path}, {objects_path}, {csv_path}"
-    )
-    return {
+    result = {
+        "input": str(input_path),
+        "checkpoint": state.get("path"),
+        **info,
+        "voxel_nm": vnm,
+        "voxel_source": source,
         "labels": labels_path,
         "objects": objects_path,
         "csv": csv_path,
-        "voxel_nm": float(vnm),
-        "voxel_source": source,
+        "json": json_path,
         "num_objects": len(rows),
-        "voxels_per_class": counts,
+        "voxels_per_class": {n: int((labels == k).sum()) for k, n in enumerate(names)},
+        "postprocess": {"sigma": sigma, "fov": fov},
     }
+    with open(json_path, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    model_nm = info["model_voxel_nm"]
+    scale = f"model {model_nm:g} nm, zoom {info['zoom']:.3g}" if model_nm else "model: unknown"
+    log(
+        f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}; {scale}): {len(rows)} "
+        f"objects → {labels_path}, {objects_path}, {csv_path}, {json_path}"
+    )
+    return result

@@ -167,7 +167,7 @@ def train_loop(loop: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from models.config import TrainConfig
+    from models.config import TrainConfig, learning_rate
     from models.data import Prefetcher, StackStream, shards_for_rank
     from models.evaluate import scores_from_confusion
     from models.infer import save_checkpoint
@@ -176,6 +176,7 @@ def train_loop(loop: dict) -> None:
 
     cfg = TrainConfig(**loop["cfg"])
     loop = {**loop, "cfg": cfg}
+    torch.set_num_threads(loop.get("threads", 1))  # the CPUs Ray gave this worker, no more
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -223,17 +224,10 @@ def train_loop(loop: dict) -> None:
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     batches = Prefetcher(stream.batches(cfg.batch_size, gen), depth=cfg.prefetch)
 
-    bar = None
-    if rank == 0 and loop.get("progress"):
-        try:
-            from ray.experimental.tqdm_ray import tqdm
-        except ImportError:  # pragma: no cover
-            from tqdm import tqdm
-        total = cfg.epochs * loop["steps_per_epoch"]
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
-        bar = tqdm(total=total, desc="train", unit="step")
-        bar.update(min(step, total))
+    # rank 0 tells the driver's progress actor where it is; the driver draws the one bar
+    bar = loop.get("progress") if rank == 0 else None
+    if bar is not None:
+        bar.update.remote("train", step)
 
     done = cfg.max_steps is not None and step >= cfg.max_steps
     try:
@@ -249,6 +243,8 @@ def train_loop(loop: dict) -> None:
                 with torch.autocast(device.type, enabled=use_amp):
                     logits = model(x)
                 loss = loss_fn(logits.float(), y)
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(cfg, step, loop["total_steps"])
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -257,7 +253,7 @@ def train_loop(loop: dict) -> None:
                 stacks += x.shape[0]
                 step += 1
                 if bar is not None:
-                    bar.update(1)
+                    bar.update.remote("train", step)  # fire and forget
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     done = True
                     break
@@ -304,8 +300,6 @@ def train_loop(loop: dict) -> None:
                 ray.train.report(metrics)
     finally:
         batches.close()
-        if bar is not None:
-            bar.close()
 
 
 def _write_run_outputs(loop: dict, history: list[dict]) -> None:
@@ -403,6 +397,149 @@ def _worker_died(err: BaseException) -> str | None:
     return type(next(iter(failures.values()))).__name__
 
 
+def _open_run_dir(fs, root: str, run_dir: str, cfg, m: dict, log) -> bool:
+    """Check ``run_dir`` against this run (same dataset and architecture) and write ``run.json``.
+
+    Returns True if this call created the directory (a failed run then removes it again).
+    """
+    from factory.dataset.storage import is_file, is_local, read_bytes, safe_url
+    from models.config import ARCH_FIELDS
+    from models.infer import check_same_labels
+
+    created = False
+    if is_local(fs) and not os.path.exists(root):
+        os.makedirs(root)
+        created = True
+    run_path = posixpath.join(root, RUN_FILE)
+    if is_file(fs, run_path):
+        old = json.loads(read_bytes(fs, run_path))
+        for k in ARCH_FIELDS:
+            if old["arch"].get(k) != getattr(cfg, k):
+                raise UserError(
+                    f"--out: {safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
+                    f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
+                )
+        if old["dataset_content_sha256"] != m["content_sha256"]:
+            raise UserError(
+                f"--out: {safe_url(run_dir)!r} holds a run on dataset "
+                f"{old['dataset_content_sha256'][:12]}…, not {m['content_sha256'][:12]}… "
+                "(use another --out)"
+            )
+        check_same_labels(old["labels"], m["labels"], "--out")
+        if _has_checkpoint(fs, root):
+            log(f"resuming the run in {safe_url(run_dir)}")
+    doc = {
+        "arch": cfg.arch(),
+        "dataset_content_sha256": m["content_sha256"],
+        "labels": m["labels"],
+        "train_config": cfg.model_dump(),
+    }
+    _write_file(fs, run_path, json.dumps(doc, indent=1).encode())
+    return created
+
+
+def _has_checkpoint(fs, root: str) -> bool:
+    import pyarrow.fs as pafs
+
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(posixpath.join(root, RAY_NAME), recursive=False))
+    except (FileNotFoundError, OSError):
+        return False
+    return any(i.base_name.startswith("checkpoint_") for i in infos)
+
+
+def _remove_failed_run(fs, root: str) -> None:
+    """Remove a run directory this run created if no checkpoint made it worth keeping."""
+    import shutil
+
+    if not _has_checkpoint(fs, root):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cpus_per_worker(workers: int) -> float:
+    """CPUs per training worker when not given: the cluster's free CPUs shared among the workers,
+    but no more than one node has (a worker lives on one node), and at least 1."""
+    import ray
+
+    per_node = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    total = float(ray.available_resources().get("CPU", 1.0))
+    share = min(total / max(workers, 1), max(per_node, default=1.0))
+    return float(max(1, int(share)))
+
+
+def _fit(make_trainer, cfg, total: int | None, log):
+    """Run the trainer, restarting after dead workers; draw the one progress bar in the driver.
+
+    Returns ``(result, restarts)``. A data or input error inside a worker becomes one
+    :class:`UserError`; other failures propagate.
+    """
+    import threading
+
+    import ray
+
+    from factory.dataset.executor import _Progress
+
+    progress = None
+    if total is not None:
+        progress = ray.remote(_Progress).options(num_cpus=0).remote()
+    restarts = 0
+    while True:
+        outcome: dict = {}
+
+        def run(out=outcome) -> None:
+            try:
+                out["result"] = make_trainer(progress).fit()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                out["error"] = exc
+
+        worker = threading.Thread(target=run, name="simaq-train", daemon=True)
+        worker.start()
+        _draw_progress(worker, progress, total)
+        err = outcome.get("error")
+        if err is None:
+            return outcome["result"], restarts
+        msg = _error_message(err)
+        if msg is not None:
+            raise UserError(msg) from None
+        died = _worker_died(err)
+        if died is None or restarts >= cfg.max_failures:
+            raise err
+        restarts += 1
+        # a new trainer on the same run directory resumes from its last checkpoint
+        log(
+            f"warning: a training worker died ({died}); restarting from the last checkpoint "
+            f"({restarts} of {cfg.max_failures})"
+        )
+
+
+def _draw_progress(worker, progress, total: int | None) -> None:
+    """Poll the progress actor while ``worker`` runs; one tqdm bar (steps, rate, ETA) on stderr."""
+    import ray
+
+    if progress is None:
+        worker.join()
+        return
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.5)
+            try:
+                step = ray.get(progress.take.remote(), timeout=5).get("train")
+            except Exception:  # noqa: BLE001 - a lost poll only delays the bar
+                continue
+            if step is None:
+                continue
+            if bar is None:  # created at the first report: a resumed run starts where it was
+                bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
+            elif step > bar.n:
+                bar.update(step - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classes: int):
     from models.data import check_window
     from models.infer import normalize_volume
@@ -436,6 +573,8 @@ def train(
     real_labels: str | None = None,
     progress: bool = False,
     log=print,
+    address: str | None = None,
+    verbose: bool = False,
 ) -> dict:
     """Train (or resume) a segmentation network on a dataset; return a summary dict.
 
@@ -447,17 +586,22 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from factory.cluster import start_ray
     from factory.dataset.manifest import read_manifest
     from factory.dataset.storage import (
-        is_file,
+        absolute_url,
         is_local,
-        read_bytes,
         resolve_filesystem,
         safe_url,
     )
     from models.config import ARCH_FIELDS, TrainConfig
     from models.infer import check_same_labels, load_checkpoint
 
+    # Ray Train workers run in other working directories: every user path is made absolute here
+    data_url, run_dir = absolute_url(data_url), absolute_url(run_dir)
+    init, real, real_labels = (
+        None if p is None else absolute_url(p) for p in (init, real, real_labels)
+    )
     m = read_manifest(data_url, endpoint_url=endpoint_url)
     classes = sorted(m["labels"]["classes"], key=lambda c: c["id"])
     names = [c["name"] for c in classes]
@@ -470,7 +614,7 @@ def train(
 
     init_weights, init_meta = None, None
     if init is not None:
-        model, st = load_checkpoint(init, endpoint_url=endpoint_url)
+        model, st = load_checkpoint(init, endpoint_url=endpoint_url, what="--init")
         check_same_labels(st["labels"], m["labels"], "--init")
         arch = st["arch"]
         cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
@@ -497,33 +641,7 @@ def train(
         real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
 
     fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
-    if is_local(fs):
-        os.makedirs(root, exist_ok=True)
-    run_path = posixpath.join(root, RUN_FILE)
-    run_doc = {
-        "arch": cfg.arch(),
-        "dataset_content_sha256": m["content_sha256"],
-        "labels": m["labels"],
-    }
-    if is_file(fs, run_path):
-        old = json.loads(read_bytes(fs, run_path))
-        for k in ARCH_FIELDS:
-            if old["arch"].get(k) != getattr(cfg, k):
-                raise UserError(
-                    f"--out: {safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
-                    f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
-                )
-        if old["dataset_content_sha256"] != m["content_sha256"]:
-            raise UserError(
-                f"--out: {safe_url(run_dir)!r} holds a run on dataset "
-                f"{old['dataset_content_sha256'][:12]}…, not {m['content_sha256'][:12]}… "
-                "(use another --out)"
-            )
-        check_same_labels(old["labels"], m["labels"], "--out")
-        log(f"resuming the run in {safe_url(run_dir)}")
-    _write_file(
-        fs, run_path, json.dumps({**run_doc, "train_config": cfg.model_dump()}, indent=1).encode()
-    )
+    created = _open_run_dir(fs, root, run_dir, cfg, m, log)
 
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s["nsamples"] for s in train_shards)
@@ -531,6 +649,9 @@ def train(
         1, math.ceil(n_train * n_slices / (cfg.batch_size * cfg.workers))
     )
     grid = (m.get("config") or {}).get("grid") or {}
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
     ckpt_meta = {
         "arch": cfg.arch(),
         "num_classes": len(names),
@@ -557,58 +678,50 @@ def train(
         "train_shards": train_shards,
         "val_shards": val_shards,
         "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
         "run_dir": str(run_dir),
         "ckpt_meta": ckpt_meta,
         "init_weights": init_weights,
         "real": real_arrays,
-        "progress": progress,
     }
-    if not ray.is_initialized():
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
-        )
-    resources = {"CPU": cfg.cpus_per_worker}
+    started = start_ray(
+        address,
+        verbose=verbose,
+        runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
+    )
+    cpus = cfg.cpus_per_worker or _cpus_per_worker(cfg.workers)
+    resources = {"CPU": cpus}
+    loop["threads"] = max(1, int(cpus))
     if cfg.use_gpu:
         resources["GPU"] = 1
 
-    def make_trainer() -> TorchTrainer:
+    def make_trainer(progress_actor) -> TorchTrainer:
         return TorchTrainer(
             train_loop,
-            train_loop_config=loop,
+            train_loop_config={**loop, "progress": progress_actor},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
             ),
             run_config=ray.train.RunConfig(
                 name=RAY_NAME,
-                storage_path=root if is_local(fs) else root,
+                storage_path=root,
                 storage_filesystem=None if is_local(fs) else fs,
-                # restarts are decided below: Ray's own retry would also rerun data errors
+                # restarts are decided in _fit: Ray's own retry would also rerun data errors
                 failure_config=ray.train.FailureConfig(max_failures=0),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
             ),
         )
 
     t0 = time.perf_counter()
-    restarts = 0
-    while True:
-        try:
-            result = make_trainer().fit()
-            break
-        except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
-            msg = _error_message(err)
-            if msg is not None:
-                raise UserError(msg) from None
-            died = _worker_died(err)
-            if died is None or restarts >= cfg.max_failures:
-                raise
-            restarts += 1
-            # a new trainer on the same run directory resumes from its last checkpoint
-            log(
-                f"warning: a training worker died ({died}); restarting from the last checkpoint "
-                f"({restarts} of {cfg.max_failures})"
-            )
+    try:
+        result, restarts = _fit(make_trainer, cfg, total if progress else None, log)
+    except BaseException:
+        if created:
+            _remove_failed_run(fs, root)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
     wall = time.perf_counter() - t0
     ckpt = getattr(result, "checkpoint", None)
     summary = {

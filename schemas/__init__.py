@@ -2,6 +2,10 @@
 
 The label table (``labels.json``) is the one place where class ids and names are defined. A *scheme*
 maps the full table onto the classes a dataset stores (the SimAQ reference uses 4 classes).
+
+Table version 2 added the sample mount's classes (ids 7 ``capillary``, 8 ``medium``): they are not
+cell, so ``full`` and ``simaq4`` map them to background (a network trained on them learns that a
+capillary's lumen is not cell, without learning two more classes); the ``mount`` scheme keeps them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ def label_table() -> dict:
 
 # Class ids of the full table, for code that places objects (phantom) or measures them.
 BACKGROUND, CYTOPLASM, VACUOLE, LIPID_DROPLET, NUCLEUS, MITOCHONDRION, CELL_WALL = range(7)
+# Classes of the sample mount (table version 2): glass of a capillary, medium in its lumen.
+CAPILLARY, MEDIUM = 7, 8
+#: Number of classes of the cell itself (ids 0..6) and of the whole table.
+NUM_CELL_CLASSES = 7
+NUM_CLASSES = 9
 IGNORE_INDEX = -1
 
 
@@ -60,7 +69,8 @@ class LabelScheme:
 
 
 def label_scheme(name: str = "full") -> LabelScheme:
-    """Return the named label scheme (``full`` or ``simaq4``); ValueError names unknown ones."""
+    """Return the named label scheme (``full``, ``simaq4`` or ``mount``); ValueError names unknown
+    ones."""
     table = label_table()
     schemes = table["schemes"]
     if name not in schemes:
@@ -71,9 +81,12 @@ def label_scheme(name: str = "full") -> LabelScheme:
     stored = sorted(set(lut))
     if stored != list(range(len(stored))):
         raise ValueError(f"labels.scheme: scheme {name!r} does not map onto consecutive ids")
-    # A stored class takes the name of the lowest full id mapped to it ("cytoplasm" → the cell).
+    # A stored class takes the name of the lowest full id mapped to it; cytoplasm merged with other
+    # cell classes is "cell".
     names = []
     for sid in stored:
-        first = min(i for i in full_names if lut[i] == sid)
-        names.append("cell" if (name != "full" and first == CYTOPLASM) else full_names[first])
+        members = [i for i in full_names if lut[i] == sid]
+        first = min(members)
+        merged = first == CYTOPLASM and len(members) > 1
+        names.append("cell" if merged else full_names[first])
     return LabelScheme(name=name, lut=lut, names=tuple(names))

@@ -10,8 +10,6 @@ through ``cli.main`` (fast); a handful go through the installed ``simaq`` consol
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -21,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _cli import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cli
 from factory.config import load_preset
 
 # small, so that a config wrongly accepted fails the test in a second instead of generating for long
@@ -117,23 +115,6 @@ def bad_configs(draw):
     dotted, value = draw(st.sampled_from(RANGES))
     path = tuple(dotted.split("."))
     return _set(BASE, path, value), dotted, path
-
-
-def invoke(args: list[str]) -> tuple[int, str, str]:
-    """``simaq ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["simaq", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as exc:
-                code = 0 if exc.code is None else exc.code
-    finally:
-        sys.argv = old
-    return code, out.getvalue(), err.getvalue()
 
 
 def _names(line: str, field: str) -> bool:

@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
+from _cli import error_line as _error_line
+from _cli import run
 from conftest import SMALL_SEED
 
-import cli
 from factory.dataset.manifest import iter_samples, read_manifest
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``simaq ARGS`` in this process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["simaq", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out.out, out.err
-
-
-def _error_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
 
 SMALL_ARGS = [
     "--set",

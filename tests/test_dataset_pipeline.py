@@ -90,7 +90,7 @@ def test_ray_bad_pool_is_refused_before_anything_is_written(ray_session, tmp_pat
 
 
 def test_unreachable_address_fails_fast_and_writes_nothing(tmp_path):
-    from factory.dataset.executor import _check_reachable
+    from factory.cluster import check_reachable
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,9 +110,9 @@ def test_unreachable_address_fails_fast_and_writes_nothing(tmp_path):
     assert time.monotonic() - t < 60  # not Ray's minutes of waiting for a GCS
     assert not out.exists()
     with pytest.raises(UserError, match="Connection refused"):
-        _check_reachable(f"ray://127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
     with pytest.raises(UserError, match="expected auto, HOST:PORT or ray://HOST:PORT"):
-        _check_reachable("http://127.0.0.1:80")
+        check_reachable("http://127.0.0.1:80")
 
 
 def test_fields_dtypes_and_compression_are_configurable(tmp_path):

@@ -140,10 +140,11 @@ def test_a_ray_worker_killed_mid_shard_loses_and_duplicates_nothing(
 @pytest.mark.parametrize("head_cpus", [2, 1], ids=["spare-cpu", "pool-shrinks"])
 def test_a_node_lost_mid_run_is_replaced_and_nothing_is_lost(tmp_path, head_cpus):
     """A two-node ``ray.cluster_utils.Cluster`` (head ``head_cpus`` CPUs, worker node 1 CPU); the
-    worker node is removed (its raylet and workers killed) after a few shards. With a spare CPU
-    the actors and the progress reporter on it restart on the head; without one, the actor of the
-    dead node cannot be placed, so it is retired and its shards go to the surviving actor. Either
-    way the dataset is exact.  About 20 s each."""
+    worker node is removed (its raylet and workers killed) after a few shards. The shards queued
+    on the actor of the dead node go back to the queue at once (the survivor builds them; a loaded
+    machine takes a minute to restart an actor). With a spare CPU the actor and the progress
+    reporter of the dead node restart on the head; without one, the actor cannot be placed, so it
+    is retired. Either way the dataset is exact.  About 20 s each."""
     from ray.cluster_utils import Cluster
 
     from factory.config import load_preset

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _cli import run
 from conftest import SMALL_SEED, TEST_BUCKET
 
-import cli
 from factory.dataset.manifest import read_manifest
 
 SEED = int(os.environ.get("SIMAQ_FAULT_SEED", "20260"))  # the cut points are drawn from it
@@ -184,16 +184,6 @@ class ManifestWatcher:
                     if sizes.get(root + s["url"]) != s["bytes"]:
                         self.bad.append(f"{key} lists {s['url']} before it is complete")
             time.sleep(0.02)
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``simaq ARGS`` in this process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["simaq", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out.out, out.err
 
 
 def _one_error_line(err: str) -> str:

@@ -15,27 +15,16 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 
 import pytest
+from _cli import run
 from test_faults_generate import descendants
 
-import cli
 from factory.dataset.manifest import DatasetError, read_manifest
 
 TINY = ["--features", "4", "--depth", "2", "--batch-size", "2", "--lr", "0.01"]
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``simaq ARGS`` in this process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["simaq", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out.out, out.err
 
 
 def flip(path, at: float = 0.5) -> None:

@@ -18,21 +18,13 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
+from _cli import run
+from _models_helpers import split_samples
 
 import cli
-from factory.dataset.manifest import iter_samples, read_manifest
+from factory.dataset.manifest import read_manifest
 
 TINY = ["--features", "4", "--depth", "2", "--batch-size", "4", "--lr", "0.01"]
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``simaq ARGS`` in this process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["simaq", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out.out, out.err
 
 
 def error_line(err: str, ray_logs: bool = False) -> str:
@@ -46,16 +38,6 @@ def error_line(err: str, ray_logs: bool = False) -> str:
 def read_metrics(run_dir) -> list[dict]:
     with open(run_dir / "metrics.csv", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def split_samples(ds, split: str) -> list[dict]:
-    m = read_manifest(str(ds))
-    return [
-        s
-        for rec in m["shards"]
-        if rec["split"] == split
-        for s in iter_samples(str(ds), rec, fields=m["fields"])
-    ]
 
 
 def _upload(local, fs, root: str) -> None:

@@ -83,8 +83,9 @@ def test_labels_nest_and_cells_never_overlap(preset, shape, over, seed):
     assert set(walls.tolist()) == set(range(1, n + 1))
     # Cells are written one by one into their boxes and merged with a maximum: had two cells
     # shared a voxel, the per-cell voxel counts would exceed what the volume holds.
-    counts = np.bincount(lab.ravel(), minlength=7)
-    names = [c["name"] for c in schemas.label_table()["classes"]]
+    counts = np.bincount(lab.ravel(), minlength=schemas.NUM_CELL_CLASSES)
+    # A grid-mounted phantom lists the cell classes (ids 0-6), not the capillary's.
+    names = [c["name"] for c in schemas.label_table()["classes"]][: schemas.NUM_CELL_CLASSES]
     assert [ph.meta["voxels_per_label"][k] for k in names] == counts.tolist()
     # Placement: bounding spheres (bud and deformation included) clear each other by the gap.
     cells = [o for o in ph.objects if o["class"] == "cell"]

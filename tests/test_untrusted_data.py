@@ -20,14 +20,13 @@ import json
 import pickle
 import shutil
 import struct
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import run
 
-import cli
 from factory.dataset.manifest import DatasetError, content_sha256, read_manifest
 
 MARKER = Path("/tmp/simaq-untrusted-marker")  # fixed, outside every test dir: must never appear
@@ -116,15 +115,6 @@ EVIL = {
 # what a reader must say (structure checked by verify too, or only when samples are decoded)
 NAME_LEVEL = {"pyd pickle", "pkl pickle", "dotdot name", "absolute name", "directory",
               "pax long name", "symlink", "hard link"}  # fmt: skip
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["simaq", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), out.out, out.err
 
 
 def _tree(root: Path) -> dict[str, bytes]:

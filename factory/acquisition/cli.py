@@ -8,38 +8,54 @@ from pathlib import Path
 import typer
 
 from factory.errors import UserError
-from factory.phantom.cli import write_volume
+from factory.phantom.cli import prepare_output_dir, write_volume
+
+# stems of the files `simulate` writes (volumes in either format)
+SIMULATE_FILES = ("phantom", "labels", "sinogram", "recon", "noisy", "meta", "montage")
 
 
-def write_montage(path: Path, fields: dict, title: str) -> None:
-    """PNG of the centre slices: phantom, labels, sinogram (centre Y row), reconstruction."""
+def write_montage(path: Path, fields: dict, title: str, class_names: list[str]) -> None:
+    """PNG of the centre slices: phantom, labels, sinogram (centre Y row), reconstruction.
+
+    Labels use the project's one palette (:mod:`schemas.palette`) with a legend of class names.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from schemas.palette import label_cmap, legend_handles
+
     phantom, labels, sino, recon = (fields[k] for k in ("phantom", "labels", "sinogram", "recon"))
     zc, yc = phantom.shape[0] // 2, phantom.shape[1] // 2
     panels = [
         ("phantom, XY at Z centre (LAC 1/µm)", phantom[zc], "gray"),
-        ("labels, XY at Z centre", labels[zc], "tab10"),
+        ("labels, XY at Z centre", labels[zc], "labels"),
         ("phantom, ZX at Y centre", phantom[:, yc], "gray"),
         ("sinogram, angle × det at Y centre", sino[:, sino.shape[1] // 2], "gray"),
         ("reconstruction, XY at Z centre", recon[zc], "gray"),
         ("reconstruction, ZX at Y centre", recon[:, yc], "gray"),
     ]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
-    for ax, (name, img, cmap) in zip(axes.ravel(), panels, strict=True):
-        kw = {"interpolation": "nearest"}
-        if cmap == "tab10":
-            kw.update(vmin=0, vmax=9)
-        im = ax.imshow(img, cmap=cmap, aspect="auto" if "sinogram" in name else "equal", **kw)
+    cmap, norm = label_cmap(class_names)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 9))
+    for ax, (name, img, kind) in zip(axes.ravel(), panels, strict=True):
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        if kind == "labels":
+            ax.imshow(img, cmap=cmap, norm=norm, interpolation="nearest")
+            continue
+        aspect = "auto" if "sinogram" in name else "equal"
+        im = ax.imshow(img, cmap="gray", aspect=aspect, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.legend(
+        handles=legend_handles(class_names),
+        loc="lower center",
+        ncols=min(len(class_names), 7),
+        fontsize=8,
+    )
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -59,6 +75,9 @@ def register(app: typer.Typer) -> None:
         ),
         fmt: str = typer.Option("tiff", "--format", help="volume file format: tiff or mrc"),
         device: str = typer.Option("cpu", "--device", help="torch device"),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="replace the files of an earlier run in OUT"
+        ),
     ) -> None:
         """Simulate one sample (phantom → acquisition → reconstruction) and write its files.
 
@@ -69,6 +88,7 @@ def register(app: typer.Typer) -> None:
 
         from factory.config import load_config, load_preset, parse_overrides
         from factory.sample import simulate_sample
+        from schemas import label_scheme
 
         if (preset is None) == (config is None):
             raise UserError("simulate: give exactly one of --preset NAME or --config FILE")
@@ -78,7 +98,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--seed/--index: must be >= 0, got seed={seed}, index={index}")
         overrides = parse_overrides(set_)
         cfg = load_preset(preset, overrides) if preset else load_config(config, overrides)
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(out, overwrite, SIMULATE_FILES)
         t0 = time.perf_counter()
         sample = simulate_sample(cfg, seed, index, device=device)
         elapsed = time.perf_counter() - t0
@@ -97,5 +117,6 @@ def register(app: typer.Typer) -> None:
         if tilt:
             title += f"  tilt {tilt['range_deg']:.0f}° shift {tilt['shift_deg']:+.1f}°, "
             title += f"{tilt['n_projections']} projections"
-        write_montage(out / "montage.png", sample.fields, title)
+        names = list(label_scheme(cfg.labels.scheme).names)
+        write_montage(out / "montage.png", sample.fields, title, names)
         typer.echo(f"wrote {', '.join(written)}, meta.json, montage.png to {out} ({elapsed:.1f} s)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from factory.params import Dist, StrictModel
 
@@ -39,9 +39,16 @@ def _require_bounds(
 
 class TiltConfig(StrictModel):
     """The tilt scheme. Nominal angles ``-range/2 + shift + k·step`` for ``k < range/step`` (the
-    reference's ``arange(-θ/2, θ/2, step)``, end excluded), some dropped, each with an error."""
+    reference's ``arange(-θ/2, θ/2, step)``, end excluded), some dropped, each with an error.
 
-    range_deg: Dist = Field(_c(180.0), description="total tilt range θ in degrees, per sample")
+    Ranges above 180° (up to 360°: a full rotation) need a capillary mount (``mount.kind``); a few
+    projections may be *bad* (``bad_fraction``): taken at an angle off by a large error
+    (``bad_error_deg``, a stage jolt), which the reconstruction does not know.
+    """
+
+    range_deg: Dist = Field(
+        _c(180.0), description="total tilt range θ in degrees (at most 360), per sample"
+    )
     step_deg: float = Field(1.0, gt=0, description="nominal angular step in degrees")
     shift_deg: Dist = Field(
         _c(0.0), description="shift of the whole range (asymmetric wedge), per sample"
@@ -64,10 +71,32 @@ class TiltConfig(StrictModel):
     group_size: int = Field(
         1, ge=1, description="dose-symmetric: projections per side before switching"
     )
+    bad_fraction: Dist = Field(
+        _c(0.0),
+        description="fraction of the kept projections that are bad, per sample (int(n·f) of them)",
+    )
+    bad_error_deg: Dist = Field(
+        Dist(normal=(0.0, 2.0), clamp=(-6.0, 6.0)),
+        description="extra angle error of a bad projection, per bad projection",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_default_bad(self, handler):
+        """Without bad projections their fields are left out of the resolved config, so configs
+        written before they existed keep their JSON and sha256."""
+        data = handler(self)
+        if self.bad_fraction.bounds == (0.0, 0.0):
+            default = type(self).model_fields["bad_error_deg"].default
+            data.pop("bad_fraction", None)
+            if self.bad_error_deg == default:
+                data.pop("bad_error_deg", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TiltConfig:
-        _require_bounds(self.range_deg, "range_deg", lo=0.0, hi=180.0, lo_open=True)
+        _require_bounds(self.range_deg, "range_deg", lo=0.0, hi=360.0, lo_open=True)
+        _require_bounds(self.bad_fraction, "bad_fraction", lo=0.0, hi=0.5)
+        _require_bounds(self.bad_error_deg, "bad_error_deg", lo=-90.0, hi=90.0)
         lo, hi = self.range_deg.bounds
         if hi < self.step_deg:
             raise ValueError(f"step_deg: {self.step_deg} is larger than the tilt range {hi}")

@@ -9,11 +9,12 @@ Order of operations (each step on/off in :class:`~factory.acquisition.config.Acq
 3. Projection at the **true** angles with :mod:`factory.tomo`; with a depth PSF or rotation during
    the exposure, projected as depth slabs, each blurred by its own kernel (:mod:`.optics`);
    drift blur.
+   A capillary wider than the grid gets its exterior added analytically (:mod:`.mount`).
    Line integrals are multiplied by the voxel size in µm: optical depth ``∫µ dl`` (dimensionless).
 4. Sample motion between projections: dose-dependent shrinkage and mass loss (damage), shifts,
    tilt-axis offset and in-plane rotation (one affine warp per projection).
-5. Beam flicker (reference: additive ∝ the projection's mean; flat-field: incident beam varies) and
-   the ice layer ``h · µ_ice · voxel_um / cos θ``.
+5. Beam flicker (reference: additive ∝ the projection's mean; flat-field: incident beam varies),
+   the ice layer ``h · µ_ice · voxel_um / cos θ`` and a grid mount's support film and bars.
 6. Detector: Beer–Lambert counts ``I0 · flicker · gain · exp(−p)``, Poisson photon noise, Gaussian
    read noise; detector defects have a gain that the flat field does not correct (→ rings).
 7. Flat-field normalisation by the (noisy, averaged) open-beam flat, then ``−log`` back to line
@@ -32,7 +33,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+import schemas
 from factory.acquisition.config import AcquisitionConfig
+from factory.acquisition.mount import (
+    bars_optical_depth,
+    capillary_exterior,
+    draw_grid_mount,
+    film_optical_depth,
+)
 from factory.acquisition.optics import (
     blur_and_sum,
     depth_slab_projections,
@@ -41,6 +49,7 @@ from factory.acquisition.optics import (
 )
 from factory.acquisition.tilt import TiltScheme, draw_tilt_scheme
 from factory.acquisition.volume import (
+    CHUNK_SLICES,
     crack_sheets,
     cylinder_mask,
     gaussian_blur3d,
@@ -48,6 +57,7 @@ from factory.acquisition.volume import (
     unit_vectors,
 )
 from factory.params import Dist
+from factory.phantom.mount import CapillaryPlan
 from factory.rng import seed_sequence
 
 # Never renumber: the ids are part of a dataset's identity (like factory.rng.STAGE_ID).
@@ -65,13 +75,17 @@ EFFECT_ID: dict[str, int] = {
     "noise": 10,
     "rings": 11,
     "alignment": 12,
+    "mount": 13,
 }
 
 SUBSTREAM_RULE = (
     "numpy.random.SeedSequence(seed, spawn_key=(sample_index, STAGE_ID['acquisition'], "
     "effect_id)); "
-    f"effect ids {EFFECT_ID}; torch generators seeded with the first uint64 of that sequence"
+    f"effect ids { {k: v for k, v in EFFECT_ID.items() if k != 'mount'} }; torch generators "
+    "seeded with the first uint64 of that sequence"
 )
+# The rule's text predates the mount effect and is recorded in every sample, so the mount's id is
+# recorded with its draws (meta["mount"]["effect_id"]) instead, leaving older samples' meta as is.
 
 SINOGRAM_UNITS = {
     "line-integrals": "optical depth -log(I / I_flat) = integral of mu dl (mu in 1/um, l in um)",
@@ -171,8 +185,31 @@ def _texture2d_stack(n: int, shape2d, scale_px: float, gen: torch.Generator, dev
 
 
 def _unit_range(t: torch.Tensor) -> torch.Tensor:
+    """Rescale ``t`` to [0, 1] **in place** (its min to 0, its max to 1) and return it.
+
+    In place because ``t`` is a fresh 512³ temporary at every call site: ``(t - lo) / d`` would
+    hold two more copies for the same float32 operations.
+    """
     lo, hi = t.min(), t.max()
-    return (t - lo) / (hi - lo).clamp_min(1e-12)
+    return t.sub_(lo).div_((hi - lo).clamp_min(1e-12))
+
+
+def _mul_mask_(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``t *= mask`` (a bool (Z, Y, X) volume) in chunks of Z slices; returns ``t``.
+
+    A float × bool product first casts the whole mask to float32 (a 512³ temporary); chunks cast
+    one slab at a time, with the same products.
+    """
+    for z0 in range(0, t.shape[0], CHUNK_SLICES):
+        t[z0 : z0 + CHUNK_SLICES].mul_(mask[z0 : z0 + CHUNK_SLICES])
+    return t
+
+
+def _owned(vol: torch.Tensor, lac: torch.Tensor) -> torch.Tensor:
+    """``vol``, or a copy of it while it is still the phantom's ``lac`` (an output field), so that
+    the volume-level effects can be added in place (``vol.add_(x)``: the same float32 sums as
+    ``vol + x`` without a second volume)."""
+    return vol.clone() if vol is lac else vol
 
 
 def _material_lac(name: str, energy_ev: float) -> float:
@@ -184,6 +221,33 @@ def _material_lac(name: str, energy_ev: float) -> float:
 
 def _lst(x) -> list:
     return np.asarray(x, dtype=np.float64).round(6).tolist()
+
+
+def _capillary(phantom, voxel_nm: float) -> CapillaryPlan | None:
+    """The phantom's capillary (rebuilt from its recorded draws), or None for other mounts."""
+    mount = (getattr(phantom, "meta", None) or {}).get("mount")
+    if not mount or mount.get("kind") != "capillary":
+        return None
+    return CapillaryPlan.from_meta(mount, float(voxel_nm))
+
+
+def _grid_mount(config, streams, angles_deg, proj: torch.Tensor, vox_um: float, meta: dict):
+    """Add a grid mount's support film and bars to the optical depth ``proj`` (n, Y, det)."""
+    mount = getattr(config, "mount", None)
+    if mount is None or mount.kind != "grid" or not (mount.film.enabled or mount.bars.enabled):
+        return proj
+    drawn = draw_grid_mount(mount, streams.np("mount"), config.energy_ev)
+    f32 = dict(dtype=torch.float32, device=proj.device)
+    if "film" in drawn:
+        od = film_optical_depth(drawn["film"], angles_deg)
+        proj = proj + torch.as_tensor(od, **f32)[:, None, None]
+        drawn["film"]["optical_depth"] = _lst(od)
+    if "bars" in drawn:
+        od = bars_optical_depth(drawn["bars"], angles_deg, proj.shape[2], vox_um)
+        proj = proj + torch.as_tensor(od, **f32)[:, None, :]
+        drawn["bars"]["max_optical_depth_per_projection"] = _lst(od.max(axis=1))
+    meta["mount"] = {**drawn, "effect_id": EFFECT_ID["mount"]}
+    return proj
 
 
 def simulate_acquisition(
@@ -223,7 +287,9 @@ def simulate_acquisition(
 
     # 2. volume level -----------------------------------------------------------------------------
     vol = lac
-    background = labels == 0
+    cap = _capillary(phantom, config.grid.voxel_nm)
+    # The background effects (beads, cracks, texture) go into the medium of a capillary.
+    background = labels == (schemas.MEDIUM if cap is not None else schemas.BACKGROUND)
     if acq.blur.enabled:
         rng = streams.np("blur")
         sigma = float(acq.blur.sigma_vox.sample(rng))
@@ -239,10 +305,9 @@ def simulate_acquisition(
             if c.lac_per_um is not None
             else _material_lac("gold", config.energy_ev)
         )
-        vol = vol.clone() if vol is lac else vol
-        free = background.clone()
-        beads = place_fiducials(vol, free, radii, bead_lac, rng)
-        background = free
+        vol = _owned(vol, lac)
+        # ``background`` is ours (labels == id): the beads mark it in place, no copy needed
+        beads = place_fiducials(vol, background, radii, bead_lac, rng)
         meta["fiducials"] = {"count": count, "lac_per_um": bead_lac, "beads": beads}
     if acq.cracks.enabled:
         c = acq.cracks
@@ -253,15 +318,19 @@ def simulate_acquisition(
         normals = unit_vectors(rng, count)
         extents = rng.uniform(0.25, 0.6, size=count) * min(shape)
         widths = c.width_vox.sample(rng, size=count)
-        cmap = torch.zeros(shape, device=dev)
         if count:
-            warp = (_texture3d(shape, c.modulation_scale_vox, 1, gen, dev) - 0.5) * (
-                0.1 * min(shape)
-            )
+            warp = _texture3d(shape, c.modulation_scale_vox, 1, gen, dev)
+            warp.sub_(0.5).mul_(0.1 * min(shape))
             cmap = crack_sheets(shape, centres, normals, extents, widths, warp, device=dev)
+            del warp
             cmap = _unit_range(cmap) if float(cmap.max()) > 0 else cmap
             modulation = _texture3d(shape, c.modulation_scale_vox, 1, gen, dev)
-            vol = vol + strength * cmap * modulation * background
+            # strength · cmap · modulation · background, left to right, in cmap's memory
+            _mul_mask_(cmap.mul_(strength).mul_(modulation), background)
+            del modulation
+            vol = _owned(vol, lac)
+            vol.add_(cmap)
+            del cmap
         meta["cracks"] = {
             "strength_per_um": strength,
             "count": count,
@@ -275,15 +344,20 @@ def simulate_acquisition(
         rng, gen = streams.np("background_noise"), streams.torch("background_noise")
         amp = float(c.amplitude.sample(rng))
         tex = _texture3d(shape, c.scale_vox, c.octaves, gen, dev)
-        tex = tex * cylinder_mask(shape, 2.0, dev)
-        vol = vol + amp * tex * background
+        # (tex · fov) · amp · background, in tex's memory
+        _mul_mask_(tex.mul_(cylinder_mask(shape, 2.0, dev)).mul_(amp), background)
+        vol = _owned(vol, lac)
+        vol.add_(tex)
+        del tex
         meta["background_noise"] = {
             "amplitude_per_um": amp,
             "scale_vox": c.scale_vox,
             "octaves": c.octaves,
         }
     if acq.clip_to_fov:
-        vol = vol * cylinder_mask(shape, 2.0, dev)
+        vol = _owned(vol, lac)
+        vol.mul_(cylinder_mask(shape, 2.0, dev))
+    del background, labels
     noisy_volume = (
         vol.clone()
         if (acq.keep_noisy_volume and vol is lac)
@@ -291,9 +365,12 @@ def simulate_acquisition(
     )
 
     # 3. projection at the true angles, depth PSF and motion blur ---------------------------------
-    from factory.tomo import get_projector
+    from factory.tomo import ParallelProjector
 
-    projector = get_projector((nz, nx), tilt.true_deg, det_count=nx, device=dev)
+    # A private projector, not the functional API's cache: the true angles are this sample's own,
+    # and its matrix (~0.5 GB at 512² and 80 angles) is released as soon as the projections are
+    # done instead of lingering through the reconstruction.
+    projector = ParallelProjector((nz, nx), tilt.true_deg, det_count=nx, device=dev)
     psf_on = acq.psf.enabled
     sweep_deg = np.zeros(n)
     drift_yt = None
@@ -351,6 +428,16 @@ def simulate_acquisition(
                 None,
                 torch.as_tensor(drift_yt, dtype=torch.float32),
             )
+    if cap is not None:
+        clip = cylinder_mask(shape, 2.0, dev) if acq.clip_to_fov else None
+        proj = proj + capillary_exterior(cap, shape, projector, tilt.true_deg, clip)
+        meta["mount"] = {
+            "kind": "capillary",
+            "exterior": "exact line integrals of the whole capillary minus the projection of its "
+            "voxelised cross-section (the part outside the grid); not blurred by the depth PSF",
+        }
+    projector.release()
+    del projector, vol  # the volume lives on only as noisy_volume, if kept
     proj = proj * vox_um  # optical depth
 
     # 4. sample motion between projections: damage, shifts, axis misalignment ---------------------
@@ -432,6 +519,8 @@ def simulate_acquisition(
             **lac_desc,
             "optical_depth": _lst(h * vox_um * inv_cos * float(ice_lac.mean())),
         }
+
+    proj = _grid_mount(config, streams, tilt.true_deg, proj, vox_um, meta)
 
     # 6. detector ---------------------------------------------------------------------------------
     gain = None

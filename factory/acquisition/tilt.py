@@ -37,6 +37,7 @@ class TiltScheme:
     planned_deg: np.ndarray
     dropped: np.ndarray
     order: str
+    bad: np.ndarray | None = None  # indices into nominal_deg of the bad projections (None: off)
 
     @property
     def n(self) -> int:
@@ -67,6 +68,7 @@ class TiltScheme:
             "series_pos": self.series_pos.tolist(),
             "dropped_indices": self.dropped.tolist(),
             "dropped_deg": self.planned_deg[self.dropped].tolist(),
+            **({} if self.bad is None else {"bad_indices": self.bad.tolist()}),
         }
 
 
@@ -104,7 +106,8 @@ def dose_symmetric_order(angles_deg: np.ndarray, group_size: int = 1) -> np.ndar
 
 
 def draw_tilt_scheme(cfg: TiltConfig, rng: np.random.Generator) -> TiltScheme:
-    """Draw a tilt series from ``cfg`` with ``rng`` (draw order: range, shift, drops, errors)."""
+    """Draw a tilt series from ``cfg`` with ``rng`` (draw order: range, shift, drops, errors, then
+    bad projections when ``bad_fraction`` can be > 0)."""
     range_deg = float(cfg.range_deg.sample(rng))
     shift = float(cfg.shift_deg.sample(rng))
     if range_deg >= cfg.shift_below_deg:
@@ -120,6 +123,11 @@ def draw_tilt_scheme(cfg: TiltConfig, rng: np.random.Generator) -> TiltScheme:
     keep = np.setdiff1d(np.arange(planned.size), dropped)
     nominal = planned[keep]
     error = cfg.angle_error_deg.sample(rng, size=nominal.size)
+    bad = None
+    if cfg.bad_fraction.bounds[1] > 0:
+        n_bad = int(nominal.size * float(cfg.bad_fraction.sample(rng)))
+        bad = np.sort(rng.choice(nominal.size, size=n_bad, replace=False)).astype(np.int64)
+        error[bad] += cfg.bad_error_deg.sample(rng, size=n_bad)
     if cfg.order == "sequential":
         series_pos = np.arange(nominal.size, dtype=np.int64)
     else:
@@ -133,4 +141,5 @@ def draw_tilt_scheme(cfg: TiltConfig, rng: np.random.Generator) -> TiltScheme:
         planned_deg=planned,
         dropped=dropped.astype(np.int64),
         order=cfg.order,
+        bad=bad,
     )

@@ -30,18 +30,17 @@ def _centre_slices(vol: np.ndarray) -> list[tuple[str, np.ndarray]]:
 def preview_png(sample: dict, class_names: list[str] | None = None, title: str = "") -> bytes:
     """A PNG of the centre slices of every field of a decoded ``sample`` (see module docstring)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
+
+    from schemas.palette import label_cmap, legend_handles
 
     fields = [f for f in ("phantom", "noisy", "recon", "labels", "sinogram") if f in sample]
     if not fields:
         raise ValueError("preview: the sample has no field to show")
     labels = sample.get("labels")
     ncls = max(len(class_names or []), int(labels.max()) + 1 if labels is not None else 1)
-    cmap = ListedColormap(
-        [(0, 0, 0, 1)] + [tuple(c) for c in _tab_colors(max(ncls - 1, 1))], name="classes"
-    )
-    norm = BoundaryNorm(np.arange(-0.5, ncls + 0.5), cmap.N)
+    names = list(class_names or []) + [f"class {i}" for i in range(len(class_names or []), ncls)]
+    cmap, norm = label_cmap(names)
     fig = Figure(figsize=(10.5, 3.2 * len(fields)), dpi=80, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(fields), 3, squeeze=False)
@@ -87,9 +86,7 @@ def preview_png(sample: dict, class_names: list[str] | None = None, title: str =
                     )
             ax.set_title(f"{_TITLES.get(field, field)}: {name}", fontsize=8)
     if class_names and labels is not None:
-        from matplotlib.patches import Patch
-
-        handles = [Patch(color=cmap(norm(i)), label=f"{i} {n}") for i, n in enumerate(class_names)]
+        handles = legend_handles(list(class_names))
         fig.legend(
             handles=handles, loc="outside lower center", ncols=min(len(handles), 7), fontsize=8
         )
@@ -98,12 +95,6 @@ def preview_png(sample: dict, class_names: list[str] | None = None, title: str =
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
-
-
-def _tab_colors(n: int) -> np.ndarray:
-    from matplotlib import colormaps
-
-    return colormaps["tab10"](np.arange(n) % 10)
 
 
 def _fmt(v: float) -> str:

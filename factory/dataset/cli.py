@@ -100,6 +100,9 @@ def register(app: typer.Typer) -> None:
             False, "--resume", help="finish an interrupted run (same config and seed)"
         ),
         endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="show Ray's banners and the workers' logs"
+        ),
     ) -> None:
         """Generate a sharded, versioned WebDataset of simulated samples."""
         from factory.dataset.generate import generate_dataset
@@ -124,6 +127,7 @@ def register(app: typer.Typer) -> None:
             progress=True,
             command=command,
             log=lambda msg: typer.echo(msg, err=True),
+            verbose=verbose,
         )
         size = sum(s["bytes"] for s in m["shards"])
         typer.echo(

@@ -9,9 +9,13 @@
   to the destination (local disk or S3), so no volume travels through the object store or the
   driver. Actors restart and their task is retried after a system failure (a killed process or
   node); the shard is then written again from scratch under a new temporary name, with the same
-  bytes. When a node is lost and the cluster can no longer hold the whole pool, the actors of the
-  dead node are retired and their shards go back to the queue for the others (a restarting actor
-  that cannot be placed would otherwise hold its shards forever).
+  bytes. An actor last seen on a node that died takes no new shard until a probe reaches it
+  again (restarted elsewhere), and its shards not yet started are cancelled and go back to the
+  queue, so the survivors build them instead of waiting for the restart (a new worker process
+  and builder: a minute on a loaded machine). When the cluster can no longer hold the whole pool,
+  the actors of the dead node are retired and their shards go back to the queue for the others
+  (a restarting actor that cannot be placed would otherwise hold its shards forever). The
+  progress reporter is polled without waiting, so its own restart never stalls the shards.
 
 Both executors pin torch's intra-op thread count to ``dataset.torch_threads`` so they compute the
 same bytes.
@@ -174,8 +178,9 @@ def run_ray(
         max_restarts=max_retries,
         max_task_retries=max_retries,
     )
-    # the progress actor may live on a node that dies: it restarts (empty), and a failed poll is
-    # skipped, so losing it never stops the run
+    # the progress actor may live on a node that dies: it restarts (empty); the driver polls it
+    # without waiting (one poll in flight) and skips a failed poll, so losing it, or waiting for
+    # its restart, never stalls the shards
     progress = ray.remote(_Progress).options(num_cpus=0, max_restarts=-1).remote()
     cfg = config.to_json()
     actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
@@ -185,25 +190,37 @@ def run_ray(
     load = [0] * n_workers
     alive = [True] * n_workers
     nodes: list[str | None] = [None] * n_workers  # where each actor last ran
+    # an actor last seen on a dead node gets no new shard until a probe says it runs again; its
+    # shards not yet started are cancelled and go back to the queue for the others
+    probes: dict = {}  # ready ref of a probe -> actor index
+    cancelled: set = set()  # build refs cancelled on a lost actor (requeued once they resolve)
     ready_of = dict(zip(ready_refs, range(n_workers), strict=True))
     checked = time.monotonic()
     records: list[dict] = []
     failure: ShardFailed | None = None
     seen: dict[str, int] = {}
+    take = progress.take.remote() if on_progress is not None else None  # the poll in flight
     try:
         while pending or inflight:
             if failure is None:
                 for a in range(n_workers):
-                    while alive[a] and pending and load[a] < max_in_flight:
+                    while (
+                        alive[a]
+                        and a not in probes.values()
+                        and pending
+                        and load[a] < max_in_flight
+                    ):
                         spec = pending.popleft()
                         ref = actors[a].build.remote(spec.to_json(), progress)
                         inflight[ref] = (a, spec)
                         load[a] += 1
             else:
                 pending.clear()
-            if not inflight:
+            if not inflight and not probes:
+                if pending:  # cannot happen: a live actor is never left without a probe
+                    raise ShardFailed(pending[0].name, "no Ray worker is left to build it")
                 break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.2)
+            ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=0.2)
             if ready_refs:
                 done, ready_refs = ray.wait(ready_refs, num_returns=len(ready_refs), timeout=0)
                 for ref in done:
@@ -215,24 +232,48 @@ def run_ray(
                     on_ready()
             if time.monotonic() - checked > 2.0:
                 checked = time.monotonic()
-                for a in _actors_to_retire(ray, alive, nodes, num_cpus, num_gpus):
+                dead = _dead_nodes(ray)
+                lost = [a for a in range(n_workers) if alive[a] and nodes[a] in dead]
+                lost = lost if failure is None else []
+                for a in lost:
+                    if a not in probes.values():
+                        probes[actors[a].ready.remote()] = a
+                        for ref, (b, _spec) in inflight.items():
+                            if b == a and ref not in cancelled:
+                                ray.cancel(ref)  # a shard already running finishes normally
+                                cancelled.add(ref)
+                for a in _actors_to_retire(ray, alive, nodes, num_cpus, num_gpus, dead):
                     ray.kill(actors[a], no_restart=True)  # its tasks fail and are requeued below
                     alive[a] = False
-            if on_progress is not None:
-                try:
-                    updates = ray.get(progress.take.remote())
-                except ray.exceptions.RayActorError:
-                    updates = {}
-                for name, done in updates.items():
-                    if done > seen.get(name, 0):
-                        seen[name] = done
-                        on_progress(name, done)
+            if take is not None:  # never block on the reporter: it may be restarting elsewhere
+                took, _ = ray.wait([take], timeout=0)
+                if took:
+                    try:
+                        updates = ray.get(took[0])
+                    except ray.exceptions.RayError:  # lost with its node: skip this poll
+                        updates = {}
+                    take = progress.take.remote()
+                    for name, done in updates.items():
+                        if done > seen.get(name, 0):
+                            seen[name] = done
+                            on_progress(name, done)
             for ref in ready:
+                if ref in probes:
+                    a = probes.pop(ref)
+                    try:
+                        nodes[a] = ray.get(ref)  # restarted (elsewhere): it takes shards again
+                    except ray.exceptions.RayError:
+                        pass  # retired, or out of restarts: its build tasks say which
+                    continue
                 a, spec = inflight.pop(ref)
                 load[a] -= 1
                 try:
                     rec, nodes[a] = ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - any worker failure stops the run
+                    if ref in cancelled and isinstance(err, ray.exceptions.TaskCancelledError):
+                        cancelled.discard(ref)
+                        pending.appendleft(spec)  # never started on the lost actor
+                        continue
                     if isinstance(err, ray.exceptions.RayActorError) and not alive[a]:
                         pending.appendleft(spec)  # retired on purpose: a live actor builds it
                         continue
@@ -250,6 +291,7 @@ def run_ray(
                 if on_progress is not None and seen.get(spec.name, 0) < spec.nsamples:
                     seen[spec.name] = spec.nsamples
                     on_progress(spec.name, spec.nsamples)
+                cancelled.discard(ref)
                 records.append(rec)
                 if on_record is not None:
                     on_record(rec)
@@ -262,7 +304,14 @@ def run_ray(
     return records
 
 
-def _actors_to_retire(ray, alive: list[bool], nodes: list, num_cpus: float, num_gpus: float):
+def _dead_nodes(ray) -> set[str]:
+    """Ids of the cluster's nodes the GCS knows to be dead."""
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
+
+
+def _actors_to_retire(
+    ray, alive: list[bool], nodes: list, num_cpus: float, num_gpus: float, dead: set[str]
+):
     """Indices of live actors to give up when the cluster's capacity (whole actors of
     ``num_cpus`` CPUs / ``num_gpus`` GPUs) falls short of the live pool: first those last seen on
     a dead node, then those never seen running (their node is unknown)."""
@@ -274,68 +323,6 @@ def _actors_to_retire(ray, alive: list[bool], nodes: list, num_cpus: float, num_
     surplus = sum(alive) - max(capacity, 1)
     if surplus <= 0:
         return []
-    dead = {n["NodeID"] for n in ray.nodes() if not n.get("Alive", True)}
     on_dead = [a for a, ok in enumerate(alive) if ok and nodes[a] in dead]
     unknown = [a for a, ok in enumerate(alive) if ok and nodes[a] is None]
     return (on_dead + unknown)[:surplus]
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a ``HOST:PORT`` or ``ray://HOST:PORT`` nobody listens on.
-
-    ``ray.init`` waits minutes for a GCS that does not answer; a TCP connect says so in
-    milliseconds (refused) or ``timeout_s`` (filtered). ``auto`` is left to Ray, which fails fast.
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    if address in ("auto", "local"):
-        return
-    parts = urlsplit(address if "://" in address else f"gcs://{address}")
-    if parts.scheme not in ("ray", "gcs"):
-        raise UserError(f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if not host or port is None:
-        if parts.scheme == "ray" and host:
-            port = 10001  # Ray Client's default port
-        else:
-            raise UserError(
-                f"--address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
-            )
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"--address: cannot connect to Ray at {address!r} ({host}:{port}: {reason})"
-        ) from None
-
-
-def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` (``auto``, ``host:port``, ``ray://host:port``) or start a local Ray.
-
-    Returns True if this call started or connected Ray (the caller then shuts it down). Reuses an
-    already initialised Ray in this process (tests).
-    """
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if address:
-        _check_reachable(address)
-        try:
-            ray.init(address=address, logging_level=logging.WARNING)
-        except (ConnectionError, ValueError, RuntimeError) as err:
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise UserError(f"--address: cannot connect to Ray at {address!r} ({msg})") from None
-        return True
-    if num_cpus is not None:
-        kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
-    return True

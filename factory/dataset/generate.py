@@ -404,6 +404,7 @@ def generate_dataset(
     progress: bool = False,
     command: str = "",
     log=None,
+    verbose: bool = False,
 ) -> dict:
     """Generate the dataset of (``config``, ``seed``) at ``out`` (local path or ``s3://``).
 
@@ -411,9 +412,9 @@ def generate_dataset(
     :class:`UserError` before anything is written; a failure before the first shard is committed
     removes what the run wrote; a later one leaves committed shards for ``--resume``.
     """
+    from factory.cluster import start_ray
     from factory.dataset.executor import (
         ShardFailed,
-        connect_ray,
         ray_pool_shape,
         run_local,
         run_ray,
@@ -450,7 +451,7 @@ def generate_dataset(
         if executor == "ray":  # connect and size the pool before the first write
             import ray
 
-            started = connect_ray(address)
+            started = start_ray(address, verbose=verbose)
             ray_pool_shape(
                 ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker
             )
@@ -493,7 +494,11 @@ def generate_dataset(
             else:
 
                 def on_start(n: int, cpus: float, gpus: float) -> None:
-                    say(f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each")
+                    msg = f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each"
+                    if bar is not None:  # above the bar, not onto its line
+                        bar.write(msg, file=sys.stderr)
+                    else:
+                        say(msg)
 
                 records += run_ray(
                     config,

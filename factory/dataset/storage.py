@@ -58,6 +58,21 @@ def is_remote(url: str) -> bool:
     return urlsplit(str(url)).scheme == "s3"
 
 
+def absolute_url(url: str) -> str:
+    """``url`` with a local path made absolute against the current directory (``~`` expanded).
+
+    Call it on every user path before Ray starts: Ray workers run in other working directories.
+    ``s3://`` URLs are returned unchanged.
+    """
+    url = str(url)
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return os.path.abspath(os.path.expanduser(parts.path))
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return os.path.abspath(os.path.expanduser(url)) if url else url
+    return url
+
+
 def resolve_filesystem(url: str, *, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str]:
     """The file system and the path inside it of a local path or an ``s3://bucket/prefix`` URL.
 

@@ -10,6 +10,30 @@ import typer
 from factory.errors import UserError
 
 FORMATS = ("tiff", "mrc")
+# stems of the files `phantom` writes (volumes in either format)
+PHANTOM_FILES = ("lac", "labels", "phantom")
+_SUFFIXES = (".tif", ".tiff", ".mrc", ".json", ".png")
+
+
+def prepare_output_dir(out: Path, overwrite: bool, stems: tuple[str, ...]) -> None:
+    """Create ``out``; refuse a non-empty one unless ``overwrite`` (then remove our old files).
+
+    With ``overwrite`` only the files a run of this command writes (``stems`` with any of our
+    suffixes) are removed, so that no file of an earlier run is mixed with this run's; other files
+    stay. Raises :class:`UserError` (exit 2) before anything is written.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {str(out)!r} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"--out: {str(out)!r} exists and is not empty; refusing to overwrite it "
+                "(use --overwrite to replace an earlier run's files)"
+            )
+        for stem in stems:
+            for suffix in _SUFFIXES:
+                (out / f"{stem}{suffix}").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def write_volume(path: Path, arr, fmt: str, voxel_nm: float) -> Path:
@@ -65,6 +89,9 @@ def register(app: typer.Typer) -> None:
             None, "--scheme", help="label scheme of the labels file (default: the config's)"
         ),
         device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda)"),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="replace the files of an earlier run in OUT"
+        ),
     ) -> None:
         """Generate one yeast-cell phantom and write lac (1/µm, float32), labels and a JSON record.
 
@@ -101,13 +128,13 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--device: not a torch device: {device!r}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device: {device!r} requested but CUDA is not available")
+        prepare_output_dir(out, overwrite, PHANTOM_FILES)
         t0 = time.perf_counter()
         ph = generate_phantom(cfg, seed, index=index, device=dev)
         seconds = time.perf_counter() - t0
         lac = ph.lac.detach().cpu().numpy()
         labels = lab_scheme.apply(ph.labels.detach().cpu().numpy())
 
-        out.mkdir(parents=True, exist_ok=True)
         vox = cfg.grid.voxel_nm
         written = [
             write_volume(out / "lac", lac, fmt, vox),

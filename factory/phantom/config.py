@@ -507,3 +507,166 @@ class PhantomConfig(StrictModel):
                     f"in cells whose interior is at most {room:.1f} voxels; got "
                     f"{_show(section.count)} with radius_vox {_show(section.radius_vox)}"
                 )
+
+
+# --- sample mounts ----------------------------------------------------------------------------------
+
+
+class FilmConfig(StrictModel):
+    """A grid's support film: a flat carbon layer in the slab plane (path ``t / cos θ``).
+
+    Holey or continuous carbon films of TEM/SXT grids are 10-50 nm thick (Quantifoil: ~12 nm;
+    e.g. Groen et al., J. Cell Sci. 132 (2019) jcs221291, flat-grid cryo-SXT at the Mistral
+    beamline, ALBA). LAC: amorphous carbon at ``energy_ev`` (xraylib, :mod:`factory.materials`).
+    """
+
+    enabled: bool = False
+    thickness_nm: Dist = Field(Dist(uniform=(10.0, 30.0)), description="film thickness, per sample")
+
+    @field_validator("thickness_nm")
+    @classmethod
+    def _t(cls, v: Dist) -> Dist:
+        return _check_dist(v, "thickness_nm")
+
+
+class BarsConfig(StrictModel):
+    """The bars of the grid mesh on either side of the field of view, parallel to the tilt axis.
+
+    They lie in the slab plane, so at high tilt their projection (bar thickness x sin θ plus the
+    lateral distance x cos θ) enters the detector as opaque bands. A 200-mesh copper grid has a
+    125 µm pitch, ~35 µm bars (a ~90 µm hole) and is ~20 µm thick (manufacturers' data, e.g.
+    Quantifoil/Gilder 200 mesh). The field of view lies ``edge_distance_um`` from the nearest bar
+    (the other one is ``hole_um`` farther).
+    """
+
+    enabled: bool = False
+    material: Literal["copper", "gold"] = "copper"
+    hole_um: Dist = Field(Dist(const=90.0), description="width of a mesh hole, µm, per sample")
+    width_um: Dist = Field(Dist(const=35.0), description="bar width, µm, per sample")
+    thickness_um: Dist = Field(Dist(uniform=(15.0, 25.0)), description="bar thickness, per sample")
+    edge_distance_um: Dist = Field(
+        Dist(uniform=(3.0, 30.0)),
+        description="distance from the tilt axis to the nearest bar edge, µm, per sample",
+    )
+
+    @field_validator("hole_um", "width_um", "thickness_um", "edge_distance_um")
+    @classmethod
+    def _pos(cls, v: Dist, info) -> Dist:
+        return _check_dist(v, info.field_name, positive=True)
+
+    @model_validator(mode="after")
+    def _inside_hole(self) -> BarsConfig:
+        if self.edge_distance_um.bounds[1] > self.hole_um.bounds[0]:
+            raise ValueError(
+                f"edge_distance_um: must stay within the hole (<= hole_um {_show(self.hole_um)}); "
+                f"got {_show(self.edge_distance_um)}"
+            )
+        return self
+
+
+class GridMount(StrictModel):
+    """Flat-grid tomography (today's default): the cells lie in an ice slab on a grid, whose tilt is
+    limited (the missing wedge). The ice layer itself is ``acquisition.ice``; this section adds the
+    optional support film and grid bars."""
+
+    kind: Literal["grid"] = "grid"
+    film: FilmConfig = FilmConfig()
+    bars: BarsConfig = BarsConfig()
+
+    def check_with(self, config) -> None:
+        """A grid tilts within ±90° (the slab would be edge-on): range at most 180°."""
+        tilt = config.acquisition.tilt
+        if tilt.range_deg.bounds[1] > 180.0:
+            raise ValueError(
+                f"acquisition.tilt.range_deg: a grid mount tilts at most 180° in total; ranges up "
+                f"to 360° need mount.kind: capillary; got {_show(tilt.range_deg)}"
+            )
+
+
+class CapillaryMount(StrictModel):
+    """A thin-walled glass capillary along the tilt axis Y, filled with medium, cells packed in it.
+
+    As at the XM-2 microscope of the National Center for X-ray Tomography (ALS): cells in thin
+    borosilicate capillaries of ~5-15 µm diameter, rotated about the capillary axis through a full
+    rotation (Le Gros et al., Curr. Opin. Struct. Biol. 15 (2005) 593-600; McDermott et al., Trends
+    Cell Biol. 19 (2009) 587-595). Glass LAC: borosilicate at ``energy_ev`` (xraylib); medium LAC:
+    water ice at ``energy_ev`` plus a drawn buffer absorption. Cells (``phantom.cells``) are packed
+    end to end along Y at least ``phantom.cells.gap_vox`` apart (0: touching allowed), each at a
+    uniform position of the lumen's cross-section.
+    """
+
+    kind: Literal["capillary"] = "capillary"
+    outer_diameter_fov: Dist = Field(
+        Dist(uniform=(0.8, 1.3)),
+        description="outer diameter / field-of-view width (grid X), per sample; > 1: the capillary "
+        "exceeds the field of view (interior tomography)",
+    )
+    wall_thickness_um: Dist = Field(
+        Dist(uniform=(0.2, 0.4)), description="glass wall thickness in µm, per sample"
+    )
+    medium_extra_lac_per_um: Dist = Field(
+        Dist(uniform=(0.0, 0.05)),
+        description="absorption of the buffer added to water ice's LAC in the lumen, per sample",
+    )
+    axis_offset_vox: Dist = Field(
+        Dist(normal=(0.0, 2.0), clamp=(-5.0, 5.0)),
+        description="offset of the capillary axis from the rotation axis, drawn for Z and for X "
+        "(voxels, per sample)",
+    )
+    spacing_vox: Dist = Field(
+        Dist(uniform=(0.0, 2.0)),
+        description="extra clearance between neighbouring cells beyond cells.gap_vox, per cell",
+    )
+    wall_gap_vox: float = Field(0.0, ge=0.0, description="minimum clearance of a cell to the glass")
+
+    @field_validator("outer_diameter_fov", "wall_thickness_um")
+    @classmethod
+    def _pos(cls, v: Dist, info) -> Dist:
+        return _check_dist(v, info.field_name, positive=True)
+
+    @field_validator("medium_extra_lac_per_um", "spacing_vox")
+    @classmethod
+    def _nonneg(cls, v: Dist, info) -> Dist:
+        return _check_dist(v, info.field_name)
+
+    @field_validator("axis_offset_vox")
+    @classmethod
+    def _offset(cls, v: Dist) -> Dist:
+        lo, hi = v.bounds
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"axis_offset_vox: clamp the normal; got {_show(v)}")
+        return v
+
+    def radius_bounds_vox(self, shape, voxel_nm: float) -> tuple[float, float, float]:
+        """(smallest outer radius, largest wall, smallest lumen radius) a draw can give, voxels."""
+        r_lo = self.outer_diameter_fov.bounds[0] * shape[2] / 2.0
+        wall_hi = self.wall_thickness_um.bounds[1] * 1e3 / voxel_nm
+        return r_lo, wall_hi, r_lo - wall_hi
+
+    def check_with(self, config) -> None:
+        """Cross-checks against the grid, the cells and the acquisition (called at load)."""
+        shape, vnm = tuple(config.grid.shape), config.grid.voxel_nm
+        r_lo, wall_hi, lumen = self.radius_bounds_vox(shape, vnm)
+        if wall_hi >= r_lo:
+            raise ValueError(
+                f"mount.wall_thickness_um: a wall up to {self.wall_thickness_um.bounds[1]} µm "
+                f"({wall_hi:.1f} voxels) is not thinner than the smallest capillary radius "
+                f"({r_lo:.1f} voxels = outer_diameter_fov {self.outer_diameter_fov.bounds[0]} x "
+                f"{shape[2]} / 2); got {_show(self.wall_thickness_um)}"
+            )
+        ph = config.phantom
+        bound = ph.cell_bound_vox(ph.fit_factor(shape)) + self.wall_gap_vox
+        if bound > lumen:
+            raise ValueError(
+                f"phantom.cells.radius_vox: a cell up to {bound:.1f} voxels in radius (deformation "
+                f"and wall_gap_vox included) does not fit the smallest capillary lumen ({lumen:.1f} "
+                f"voxels); got {_show(ph.cells.radius_vox)}"
+            )
+        if config.acquisition.ice.enabled:
+            raise ValueError(
+                "acquisition.ice: a capillary mount has no ice slab (the medium fills the lumen); "
+                "got enabled: true"
+            )
+
+
+MountConfig = GridMount | CapillaryMount

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 import schemas
+from factory.phantom import mount as mountmod
 from factory.phantom import plan as planmod
 from factory.phantom.geometry import layout_cells
 from factory.phantom.voxelize import bounding_box, voxelize_cell
@@ -24,15 +25,19 @@ class Phantom:
     Attributes
     ----------
     lac : torch.Tensor
-        float32 (Z, Y, X), linear absorption coefficient in 1/µm; background 0.
+        float32 (Z, Y, X), linear absorption coefficient in 1/µm; background 0 (a capillary
+        mount's glass and medium are in it; a grid's ice, film and bars are added by the
+        acquisition stage).
     labels : torch.Tensor
         uint8 (Z, Y, X), ids of the full label table (:mod:`schemas`); nested objects take the
-        inner label; background 0 (ice, fiducials, cracks are added by the acquisition stage).
+        inner label; background 0 (ice, fiducials, cracks are added by the acquisition stage);
+        a capillary's glass and medium are ``schemas.CAPILLARY`` and ``schemas.MEDIUM``.
     objects : list of dict
         JSON-safe record of every object placed: ``class``, ``cell``, ``centre_vox`` (z, y, x in the
         grid, before deformation), ``radii_vox`` (along the cell's local axes), ``lac_per_um``, ...
     meta : dict
-        JSON-safe record of every drawn scalar (counts requested/placed, per-cell draws, texture).
+        JSON-safe record of every drawn scalar (counts requested/placed, per-cell draws, texture;
+        ``mount`` for a capillary: its drawn diameter, wall, axis offset, LACs).
     """
 
     lac: torch.Tensor
@@ -181,6 +186,33 @@ def generate_phantom(
         return _generate(config, seed, index, device)
 
 
+def _layout(config, cells, cap, shape, rng, xy) -> list:
+    """Bounding-sphere centres of the cells (None: left out): a compact cluster about the mid-plane
+    on a grid mount, packed along the capillary (Y) in a capillary; ``xy`` are the drawn jitters
+    (the first shifts a capillary's chain of cells along Y)."""
+    cfg = config.phantom
+    bounds = [c.bound for c in cells]
+    if cap is None:
+        return layout_cells(
+            bounds,
+            shape,
+            rng,
+            gap=cfg.cells.gap_vox,
+            z_offsets=[c.z_offset for c in cells],
+            xy_offset=xy,
+        )
+    return mountmod.layout_in_capillary(
+        bounds,
+        cap,
+        shape,
+        rng,
+        gap=cfg.cells.gap_vox,
+        spacing=config.mount.spacing_vox,
+        wall_gap=config.mount.wall_gap_vox,
+        y_offset=xy[0],
+    )
+
+
 def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
     cfg = config.phantom
     shape = tuple(int(n) for n in config.grid.shape)
@@ -189,6 +221,11 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
     ratio = _lac_ratio(cfg, config.energy_ev)
     fit = cfg.fit_factor(shape)
     ctx = planmod.Ctx(radius_scale=cfg.scale * fit, fit=fit, lac_ratio=ratio)
+    cap = None
+    if config.mount.kind == "capillary":
+        cap = mountmod.draw_capillary(
+            config.mount, rng, shape, float(config.grid.voxel_nm), float(config.energy_ev)
+        )
 
     cells = planmod.draw_cells(cfg, rng, ctx)
     tx = cfg.texture
@@ -201,14 +238,7 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
             "persistence": tx.persistence,
         }
     xy = (float(cfg.cells.xy_jitter_vox.sample(rng)), float(cfg.cells.xy_jitter_vox.sample(rng)))
-    centres = layout_cells(
-        [c.bound for c in cells],
-        shape,
-        rng,
-        gap=cfg.cells.gap_vox,
-        z_offsets=[c.z_offset for c in cells],
-        xy_offset=xy,
-    )
+    centres = _layout(config, cells, cap, shape, rng, xy)
     placed = []
     for cell, centre in zip(cells, centres, strict=True):
         if centre is not None:
@@ -218,7 +248,7 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
         planmod.draw_organelles(cfg, cell, rng, ctx)
 
     lac, labels = _zeros(shape, device)
-    voxels = np.zeros(7, dtype=np.int64)
+    voxels = np.zeros(schemas.NUM_CLASSES, dtype=np.int64)
     objects: list[dict] = []
     per_cell = []
     for cell in placed:
@@ -230,10 +260,16 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
             generator=gen,
             deformation_mode=cfg.cells.deformation.mode,
         )
-        voxels += np.asarray(counts)
+        voxels[: len(counts)] += np.asarray(counts)
         objects.extend(_cell_objects(cell))
         lo, hi = bounding_box(cell, shape)
         per_cell.append({"cell": cell.index, "bbox_lo": lo, "bbox_hi": hi, **cell.drawn})
+    n_labels = schemas.NUM_CELL_CLASSES  # a grid's meta lists the cell classes only (as before)
+    if cap is not None:
+        voxels[schemas.CAPILLARY], voxels[schemas.MEDIUM] = mountmod.paint_capillary(
+            cap, lac, labels
+        )
+        n_labels = schemas.NUM_CLASSES
 
     voxels[0] = int(np.prod(shape)) - int(voxels[1:].sum())  # the boxes count only part of it
     by_class: dict[str, int] = {}
@@ -248,7 +284,7 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
         "cells_requested": len(cells),
         "cells_placed": len(placed),
         "objects_per_class": by_class,
-        "voxels_per_label": {_NAMES[i]: int(v) for i, v in enumerate(voxels)},
+        "voxels_per_label": {_NAMES[i]: int(voxels[i]) for i in range(n_labels)},
         "texture": None if texture is None else {k: _r(v) for k, v in texture.items()},
         "xy_jitter_vox": _r(xy),
         "cells": per_cell,
@@ -256,4 +292,6 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
             {"cell": c.index, "bound_vox": _r(c.bound)} for c in cells if c.centre is None
         ],
     }
+    if cap is not None:
+        meta["mount"] = cap.to_meta()
     return Phantom(lac=lac, labels=labels, objects=objects, meta=meta)

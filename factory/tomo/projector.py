@@ -103,10 +103,15 @@ class _BufferPool:
     weights. Buffers of discarded projectors (never exposed through
     :meth:`ParallelProjector.matrix`) and build scratch come back here and are reused by the next
     build of the same size.
+
+    Buffers over ``max_buffer_bytes`` are not kept (issue 13): at that size (a 512² geometry's
+    ~0.5 GB matrix) the page faults are a small part of a build, and idle buffers would hold their
+    memory through the rest of the sample (its reconstruction, the next phantom).
     """
 
-    def __init__(self, max_bytes: int = 1 << 30):
+    def __init__(self, max_bytes: int = 1 << 30, max_buffer_bytes: int = 64 << 20):
         self.max_bytes = max_bytes
+        self.max_buffer_bytes = max_buffer_bytes
         self._free: dict[tuple, list[torch.Tensor]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -127,6 +132,8 @@ class _BufferPool:
             if t is None or t.device.type != "cpu" or not t.is_contiguous():
                 continue  # CUDA has its own caching allocator
             nbytes = t.numel() * t.element_size()
+            if nbytes > self.max_buffer_bytes:
+                continue
             with self._lock:
                 if self._bytes + nbytes > self.max_bytes:
                     continue
@@ -293,6 +300,15 @@ def _sort_rows(mat: torch.Tensor) -> torch.Tensor:
 
 
 _TRANSPOSE = {"A": "AT", "AT": "A", "B": "BT", "BT": "B"}
+
+#: Bytes of operand plus result per chunk of Y rows in ``forward``, ``adjoint`` and ``fbp``: a
+#: 512² slice takes ~1.2 MB a row, so chunks of ~48 rows instead of two extra 512³ volumes.
+CHUNK_BYTES = 64 << 20
+
+
+def _flatten_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(R, C, Y)`` → ``(R·C, Y)`` operand (a copy when ``x`` is a permuted view)."""
+    return x.reshape(x.shape[0] * x.shape[1], x.shape[2])
 
 
 class _Apply(torch.autograd.Function):
@@ -478,18 +494,52 @@ class ParallelProjector:
         out = y.view(first, last, y.shape[1]).permute(0, 2, 1)
         return out[:, 0, :].contiguous() if flat else out.contiguous()
 
+    def _apply_by_y(
+        self, x3: torch.Tensor, kind: str, to_rows, out_first: int, out_last: int
+    ) -> torch.Tensor:
+        """``M @ to_rows(x)`` for ``x3`` ``(R, Y, C)`` → ``(out_first, Y, out_last)``, Y in chunks.
+
+        Every Y row is an independent 2D problem, and a sparse × dense product gives each column
+        the same sums whatever the number of columns, so the result is bit-identical to one
+        product; the operand and result then take one chunk's memory, not two whole volumes
+        (issue 13). ``to_rows`` maps ``(R, C, y)`` to the ``(rows, y)`` operand. With autograd
+        recording (``x3.requires_grad``) it is one product, as the gradient needs; on CUDA too
+        (cuSPARSE picks its algorithm by size, so chunks might round differently).
+        """
+        ny = x3.shape[1]
+        in_rows = x3.shape[0] * x3.shape[2] if kind != "A" else self._padded_voxels()
+        per_y = (in_rows + out_first * out_last) * x3.element_size()
+        step = max(8, CHUNK_BYTES // per_y // 8 * 8)
+        whole = x3.device.type != "cpu" or (torch.is_grad_enabled() and x3.requires_grad)
+        if step >= ny or whole:
+            out = _Apply.apply(to_rows(x3.permute(0, 2, 1)), self, kind)
+            return self._from_rows(out, out_first, out_last, False)
+        out = x3.new_empty((out_first, ny, out_last))
+        for y0 in range(0, ny, step):
+            part = _Apply.apply(to_rows(x3[:, y0 : y0 + step].permute(0, 2, 1)), self, kind)
+            out[:, y0 : y0 + part.shape[1]] = part.view(out_first, out_last, -1).permute(0, 2, 1)
+            del part
+        return out
+
+    def _padded_voxels(self) -> int:
+        nz, nx = self.shape
+        return (nz + sum(VOX_PAD)) * (nx + sum(VOX_PAD))
+
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         """Line integrals (voxel units): ``(Z, [Y,] X)`` → ``(n_angles, [Y,] det)``."""
         vol, flat = self._check(volume, "volume", self.shape)
-        vol3 = vol[:, None, :] if flat else vol
-        out = _Apply.apply(self._pad_voxels(vol3.permute(0, 2, 1)), self, "A")
-        return self._from_rows(out, self.n_angles, self.det_count, flat)
+        if flat:
+            out = _Apply.apply(self._pad_voxels(vol[:, None, :].permute(0, 2, 1)), self, "A")
+            return self._from_rows(out, self.n_angles, self.det_count, flat)
+        return self._apply_by_y(vol, "A", self._pad_voxels, self.n_angles, self.det_count)
 
     def adjoint(self, sinogram: torch.Tensor) -> torch.Tensor:
         """Exact transpose of :meth:`forward`: ``(n_angles, [Y,] det)`` → ``(Z, [Y,] X)``."""
         sino, flat = self._check(sinogram, "sinogram", (self.n_angles, self.det_count))
-        out = _Apply.apply(self._to_rows(sino, flat), self, "AT")
-        return self._from_rows(out, *self.shape, flat)
+        if flat:
+            out = _Apply.apply(self._to_rows(sino, flat), self, "AT")
+            return self._from_rows(out, *self.shape, flat)
+        return self._apply_by_y(sino, "AT", _flatten_rows, *self.shape)
 
     # -- reconstruction --
     def angle_weights(self, dtype=torch.float32) -> torch.Tensor:
@@ -524,9 +574,10 @@ class ParallelProjector:
         flat = filtered.ndim == 2
         w = self.angle_weights(filtered.dtype) * 0.5
         filtered = filtered * (w[:, None] if flat else w[:, None, None])
-        f3 = filtered[:, None, :] if flat else filtered
-        out = _Apply.apply(self._pad_pixels(f3.permute(0, 2, 1)), self, "B")
-        return self._from_rows(out, *self.shape, flat)
+        if flat:
+            out = _Apply.apply(self._pad_pixels(filtered[:, None, :].permute(0, 2, 1)), self, "B")
+            return self._from_rows(out, *self.shape, flat)
+        return self._apply_by_y(filtered, "B", self._pad_pixels, *self.shape)
 
     def sirt(self, sinogram: torch.Tensor, iterations: int, nonneg: bool = True) -> torch.Tensor:
         """SIRT (Gregor & Benson, IEEE TMI 27, 918, 2008): ``x ← x + C Aᵀ R (b − A x)``, x₀ = 0.
