@@ -44,6 +44,20 @@ def test_ray_pool_shape(resources, threads, workers, gpus, expect):
     assert n * cpus <= resources["CPU"] + 1e-9  # the pool never asks for more than there is
 
 
+def test_the_pool_never_holds_more_actors_than_the_memory_fits():
+    from factory.config import load_preset
+    from factory.dataset.executor import sample_memory_bytes
+
+    paper = sample_memory_bytes(load_preset("simaq-paper"))
+    assert paper == 512 * 2**20 + 6 * 4 * 512**3  # 3.5 GiB: 512 MiB + 6 volumes of 512³ float32
+    big = {"CPU": 16.0, "memory": 10 * 2**30}
+    assert ray_pool_shape(big, 1, None, None, paper)[0] == 2  # 16 CPUs, memory for 2
+    assert ray_pool_shape(big, 1, None, None, 2**20)[0] == 16  # tiny samples: the CPUs decide
+    assert ray_pool_shape(big, 1, 2, None, paper)[0] == 2  # an explicit --workers is kept
+    with pytest.raises(UserError, match="--workers: 5 workers need 17.5 GiB"):
+        ray_pool_shape(big, 1, 5, None, paper)  # ... unless the memory cannot hold them
+
+
 @pytest.mark.parametrize(
     "resources, workers, gpus, match",
     [

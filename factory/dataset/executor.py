@@ -111,10 +111,30 @@ class _Progress:
         return out
 
 
+def sample_memory_bytes(config) -> int:
+    """Memory one actor declares to Ray: 512 MiB of runtime plus 6 volumes of the grid in float32.
+
+    ``python bench/memory.py`` measures a ``simaq-paper`` 512³ sample's peak at 5.1 volumes over the
+    imports; Ray then never places more actors on a node than its memory holds.
+    """
+    voxels = 1
+    for n in config.grid.shape:
+        voxels *= int(n)
+    return 512 * 2**20 + 6 * 4 * voxels
+
+
 def ray_pool_shape(
-    resources: dict, threads: int, workers: int | None, gpus_per_worker: float | None
+    resources: dict,
+    threads: int,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    memory_per_worker: int = 0,
 ) -> tuple[int, float, float]:
-    """``(workers, num_cpus, num_gpus)`` per actor for a cluster's total ``resources``."""
+    """``(workers, num_cpus, num_gpus)`` per actor for a cluster's total ``resources``.
+
+    Without ``workers``, the pool fills the cluster's GPUs, else its CPUs (``threads`` each), and
+    never holds more actors than the cluster's memory fits (``memory_per_worker`` bytes each).
+    """
     cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus >= 1 else 0.0
@@ -124,13 +144,21 @@ def ray_pool_shape(
         raise UserError(
             f"--gpus-per-worker: {gpus_per_worker} GPU(s) per worker, the cluster has {gpus:g}"
         )
+    memory = float(resources.get("memory", 0.0))
     if workers is None:
         if gpus_per_worker > 0:
             workers = max(1, int(gpus // gpus_per_worker))
         else:
             workers = max(1, int(cpus // threads))
+        if memory_per_worker > 0 and memory > 0:
+            workers = max(1, min(workers, int(memory // memory_per_worker)))
     if workers < 1:
         raise UserError(f"--workers: must be >= 1, got {workers}")
+    if memory_per_worker > 0 and 0 < memory < workers * memory_per_worker:
+        raise UserError(
+            f"--workers: {workers} workers need {workers * memory_per_worker / 2**30:.1f} GiB "
+            f"({memory_per_worker / 2**30:.2f} GiB each), the cluster has {memory / 2**30:.1f} GiB"
+        )
     if cpus <= 0:
         raise UserError("--address: the Ray cluster has no CPU resources")
     share = cpus / workers
@@ -163,8 +191,9 @@ def run_ray(
     """
     import ray
 
+    memory = sample_memory_bytes(config)
     n_workers, num_cpus, num_gpus = ray_pool_shape(
-        ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker
+        ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker, memory
     )
     n_workers = min(n_workers, max(1, len(specs)))
     if on_start is not None:
@@ -175,6 +204,7 @@ def run_ray(
     actor_cls = ray.remote(_ShardActor).options(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        memory=memory,
         max_restarts=max_retries,
         max_task_retries=max_retries,
     )

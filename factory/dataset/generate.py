@@ -418,6 +418,7 @@ def generate_dataset(
         ray_pool_shape,
         run_local,
         run_ray,
+        sample_memory_bytes,
     )
 
     if executor not in ("ray", "local"):
@@ -453,7 +454,11 @@ def generate_dataset(
 
             started = start_ray(address, verbose=verbose)
             ray_pool_shape(
-                ray.cluster_resources(), config.dataset.torch_threads, workers, gpus_per_worker
+                ray.cluster_resources(),
+                config.dataset.torch_threads,
+                workers,
+                gpus_per_worker,
+                sample_memory_bytes(config),
             )
         try:
             if fresh:
