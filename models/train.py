@@ -477,11 +477,11 @@ def _fit(make_trainer, cfg, total: int | None, log):
 
     import ray
 
-    from factory.dataset.executor import _Progress
+    from factory.dataset.executor import ProgressActor
 
     progress = None
     if total is not None:
-        progress = ray.remote(_Progress).options(num_cpus=0).remote()
+        progress = ray.remote(ProgressActor).options(num_cpus=0).remote()
     restarts = 0
     while True:
         outcome: dict = {}

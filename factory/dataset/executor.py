@@ -23,6 +23,7 @@ same bytes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -96,8 +97,9 @@ class _ShardActor:
         return self.builder.build(ShardSpec(**spec), report), self.ready()
 
 
-class _Progress:
-    """A tiny actor collecting ``(shard, samples done)`` from the workers for the driver's bar."""
+class ProgressActor:
+    """A tiny actor collecting ``(name, units done)`` from workers for the driver's progress bar
+    (shards of ``generate``, the training steps of ``train``)."""
 
     def __init__(self):
         self.done: dict[str, int] = {}
@@ -117,10 +119,7 @@ def sample_memory_bytes(config) -> int:
     ``python bench/memory.py`` measures a ``simaq-paper`` 512³ sample's peak at 5.1 volumes over the
     imports; Ray then never places more actors on a node than its memory holds.
     """
-    voxels = 1
-    for n in config.grid.shape:
-        voxels *= int(n)
-    return 512 * 2**20 + 6 * 4 * voxels
+    return 512 * 2**20 + 6 * 4 * math.prod(int(n) for n in config.grid.shape)
 
 
 def ray_pool_shape(
@@ -211,7 +210,7 @@ def run_ray(
     # the progress actor may live on a node that dies: it restarts (empty); the driver polls it
     # without waiting (one poll in flight) and skips a failed poll, so losing it, or waiting for
     # its restart, never stalls the shards
-    progress = ray.remote(_Progress).options(num_cpus=0, max_restarts=-1).remote()
+    progress = ray.remote(ProgressActor).options(num_cpus=0, max_restarts=-1).remote()
     cfg = config.to_json()
     actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
     ready_refs = [a.ready.remote() for a in actors]  # runs before any build on each actor
