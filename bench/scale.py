@@ -234,6 +234,10 @@ def micro_costs(cfg, stand_in, tmp: str, k: int) -> dict:
         recs = run_local(small, 0, out, specs)
         t_build = (time.perf_counter() - t) / k
         slim = sum(len(json.dumps(r)) for r in recs) / max(len(recs), 1)
+        from factory.dataset.generate import SHARD_KEYS
+
+        entry = sum(len(json.dumps({k: r[k] for k in SHARD_KEYS})) for r in recs)
+        entry /= max(len(recs), 1)
     finally:
         factory.sample.simulate_sample = real
         shutil.rmtree(os.path.join(tmp, "micro"), ignore_errors=True)
@@ -243,6 +247,7 @@ def micro_costs(cfg, stand_in, tmp: str, k: int) -> dict:
         "build": t_build,
         "k": k,
         "slim_record_bytes": slim,
+        "shard_entry_bytes": entry,
     }
 
 
@@ -532,8 +537,10 @@ def main() -> None:
             f"{rr['rss_end_of_build']:.0f} MiB at the end of the build, peak "
             f"{rr['rss_peak_incl_finalize']:.0f} MiB incl. finalize; slope during the build after "
             f"10 %: {rr['slope_mib_per_1e5']:+.2f} MiB per 10⁵ samples ({rr['points']} points); "
-            f"the driver keeps one slim record per shard, {mc['slim_record_bytes']:.0f} B as JSON "
-            f"({mc['slim_record_bytes'] / shard:.0f} B/sample)"
+            f"of a shard's record ({mc['slim_record_bytes']:.0f} B as JSON) the driver folds "
+            "the field shapes, class voxels and column types into running totals and keeps only "
+            f"the manifest's entry, {mc['shard_entry_bytes']:.0f} B as JSON "
+            f"({mc['shard_entry_bytes'] / shard:.1f} B/sample)"
         )
         print("   (s, samples committed, RSS MiB): " + " ".join(str(p) for p in rr["curve"]))
 

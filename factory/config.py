@@ -123,13 +123,13 @@ def _format_validation_error(err: ValidationError) -> str:
 _DIST_KINDS = ("const", "normal", "uniform", "choice")
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     """Merge ``over`` into ``base``; a dict naming a Dist kind replaces the old value whole."""
     out = dict(base)
     for k, v in over.items():
         merge = isinstance(v, dict) and isinstance(out.get(k), dict)
         if merge and not any(kind in v for kind in _DIST_KINDS):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -143,7 +143,7 @@ def parse_config(data: dict, overrides: dict | None = None):
     if not isinstance(data, dict):
         raise ConfigError(f"config: must be a mapping, got {type(data).__name__}")
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     try:
         return SimConfig.model_validate(data)
     except ValidationError as err:

@@ -61,9 +61,6 @@ __all__ = [
 #: Photon energy (eV) of the measured compartment LACs (cryo-SXT at 517 eV [2]_ [3]_).
 MEASURED_ENERGY_EV = 517.0
 
-#: The water window: between the carbon K-edge (284 eV) and the oxygen K-edge (543 eV).
-WATER_WINDOW_EV = (284.0, 543.0)
-
 #: Molar masses (g/mol) of the oxides of :data:`BOROSILICATE_OXIDES` (IUPAC standard atomic weights).
 _OXIDES = {
     "SiO2": ({"Si": 1, "O": 2}, 60.084),

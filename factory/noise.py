@@ -56,6 +56,16 @@ def _per_axis(value, ndim: int, name: str) -> tuple[float, ...]:
     return vals
 
 
+def _spacing(shape: tuple[int, ...], scale, periods) -> tuple[float, ...]:
+    """Lattice spacing per axis, from ``scale=`` (voxels) or ``periods=`` (cells across an axis)."""
+    if (scale is None) == (periods is None):
+        raise ValueError(f"give exactly one of scale= or periods= (got {scale=}, {periods=})")
+    if scale is not None:
+        return _per_axis(scale, len(shape), "scale")
+    periods = _per_axis(periods, len(shape), "periods")
+    return tuple(n / p for n, p in zip(shape, periods, strict=True))
+
+
 def _resolve_device(generator: torch.Generator | None, device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -144,12 +154,7 @@ def perlin_noise(
     """
     shape = _as_shape(shape)
     nd = len(shape)
-    if (scale is None) == (periods is None):
-        raise ValueError(f"give exactly one of scale= or periods= (got {scale=}, {periods=})")
-    if scale is not None:
-        scales = _per_axis(scale, nd, "scale")
-    else:
-        scales = tuple(n / p for n, p in zip(shape, _per_axis(periods, nd, "periods"), strict=True))
+    scales = _spacing(shape, scale, periods)
     dev = _resolve_device(generator, device)
     gdev = generator.device if generator is not None else dev
 
@@ -209,13 +214,7 @@ def fractal_noise(
     if not (isinstance(lacunarity, (int, float)) and lacunarity >= 1.0):
         raise ValueError(f"lacunarity: must be >= 1, got {lacunarity!r}")
     shape = _as_shape(shape)
-    nd = len(shape)
-    if (scale is None) == (periods is None):
-        raise ValueError(f"give exactly one of scale= or periods= (got {scale=}, {periods=})")
-    if scale is not None:
-        base = _per_axis(scale, nd, "scale")
-    else:
-        base = tuple(n / p for n, p in zip(shape, _per_axis(periods, nd, "periods"), strict=True))
+    base = _spacing(shape, scale, periods)
     out = None
     total = 0.0
     for k in range(octaves):

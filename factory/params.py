@@ -1,11 +1,14 @@
-"""Building blocks of every config section: strict models and random quantities (:class:`Dist`)."""
+"""Building blocks of every config section: strict models, random quantities (:class:`Dist`) and
+the bounds their draws must keep (:class:`Bounds`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
+from pydantic_core import core_schema
 
 
 class StrictModel(BaseModel):
@@ -109,3 +112,59 @@ class Dist(StrictModel):
     def sample_int(self, rng: np.random.Generator) -> int:
         """Draw and round to the nearest integer (counts)."""
         return int(round(self.sample(rng)))
+
+
+def show(d: Dist) -> str:
+    """A distribution as a config spells it, for error messages."""
+    return str(d.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Where every draw of a :class:`Dist` field must lie: ``x: Annotated[Dist, Bounds(lo=0)]``.
+
+    Checked on :attr:`Dist.bounds` when the field is validated (so the error names the field);
+    several ``Bounds`` on one field are checked in order. ``lo``/``hi`` are inclusive unless
+    ``lo_open``/``hi_open``. The message is ``"{name}: ..."`` (``name``: the field's, unless given):
+    with ``msg``, that text with ``{got}`` the distribution; with ``what`` (a lower bound only),
+    ``"every {what} draw must be >= lo; got {...}"``; otherwise ``"every draw must be >= lo, but it
+    can be x (clamp it)"`` (or ``<= hi``).
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    what: str | None = None
+    msg: str | None = None
+    name: str | None = None
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.with_info_after_validator_function(
+            lambda d, info: self.check(d, info.field_name), handler(source)
+        )
+
+    def check(self, d: Dist, name: str) -> Dist:
+        """Return ``d``, or raise a ValueError if a draw of it can leave the bounds."""
+        b_lo, b_hi = d.bounds
+        low = self.lo is not None and (b_lo < self.lo or (self.lo_open and b_lo <= self.lo))
+        high = self.hi is not None and (b_hi > self.hi or (self.hi_open and b_hi >= self.hi))
+        if not (low or high):
+            return d
+        name = self.name or name
+        if self.msg is not None:
+            raise ValueError(f"{name}: " + self.msg.format(got=show(d)))
+        rel = ">" if self.lo_open else ">="
+        if self.what is not None:
+            hint = " (clamp the normal)" if d.normal is not None and d.clamp is None else ""
+            raise ValueError(
+                f"{name}: every {self.what} draw must be {rel} {self.lo}{hint}; got {show(d)}"
+            )
+        if low:
+            raise ValueError(
+                f"{name}: every draw must be {rel} {self.lo}, but it can be {b_lo} (clamp it)"
+            )
+        rel = "<" if self.hi_open else "<="
+        raise ValueError(
+            f"{name}: every draw must be {rel} {self.hi}, but it can be {b_hi} (clamp it)"
+        )

@@ -6,9 +6,8 @@ import json
 
 import typer
 
+from factory.cli_options import EndpointUrl, Verbose
 from factory.errors import UserError
-
-_ENDPOINT_HELP = "S3 endpoint, e.g. http://127.0.0.1:9000 (default: $SIMAQ_S3_ENDPOINT, else AWS)"
 
 
 def _load_config_file(path: str | None) -> dict:
@@ -55,7 +54,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
+        data: list[str] = typer.Option(
+            ...,
+            "--data",
+            help="dataset root (local or s3://); repeat it to train on a mixture of datasets",
+        ),
         out: str = typer.Option(..., "--out", help="run directory (resumed if it has checkpoints)"),
         epochs: int | None = typer.Option(
             None, "--epochs", help="epochs (default: the preset's, 10)"
@@ -87,6 +90,12 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(
             None, "--config", help="YAML/JSON file of training parameters (models.config)"
         ),
+        sets: list[str] | None = typer.Option(
+            None,
+            "--set",
+            help="override a training parameter: KEY=VALUE (YAML value), e.g. "
+            "augment.flip_p=0.2 or lr_schedule=cosine; repeatable, flags win",
+        ),
         preset: str | None = typer.Option(
             None,
             "--preset",
@@ -99,9 +108,7 @@ def register(app: typer.Typer) -> None:
             help="existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
             "(default: $RAY_ADDRESS, else a private local Ray)",
         ),
-        verbose: bool = typer.Option(
-            False, "--verbose", "-v", help="show Ray's banners and the workers' logs"
-        ),
+        verbose: Verbose = False,
         init: str | None = typer.Option(None, "--init", help="checkpoint to fine-tune from"),
         real: str | None = typer.Option(None, "--real", help="real tomogram (MRC/TIFF/NPY)"),
         real_labels: str | None = typer.Option(
@@ -110,7 +117,7 @@ def register(app: typer.Typer) -> None:
         real_ratio: float | None = typer.Option(
             None, "--real-ratio", help="probability a stack comes from the real tomogram"
         ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
         allow_bad_shards: bool = typer.Option(
             False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
         ),
@@ -122,6 +129,7 @@ def register(app: typer.Typer) -> None:
         cfg = parse_train_config(
             _load_config_file(config),
             preset=preset or default_train_preset(use_gpu),
+            sets=sets,
             epochs=epochs,
             workers=workers,
             use_gpu=use_gpu or None,
@@ -142,7 +150,7 @@ def register(app: typer.Typer) -> None:
         )
         summary = train(
             cfg,
-            data,
+            data[0] if len(data) == 1 else data,
             out,
             endpoint_url=endpoint_url,
             init=init,
@@ -196,7 +204,7 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
         max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
         allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
     ) -> None:
         """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
@@ -253,7 +261,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(
             True, "--progress/--no-progress", help="progress bar on stderr while predicting"
         ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
     ) -> None:
         """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
         record of the voxel sizes used."""

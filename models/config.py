@@ -112,7 +112,7 @@ class TrainConfig(StrictModel):
 # Training presets: the base a run starts from, before --config and the flags.
 # ``reference`` is the SimAQ network (64 features, depth 4): about 15 s a step on a 2-core CPU,
 # meant for a GPU. ``cpu`` gives a useful model of the demo preset in minutes on 2 cores (README:
-# "Segmentation quality"): 16 features, depth 3, a higher learning rate, 10 × 60 steps.
+# "Segmentation quality"): 16 features, depth 3, a higher learning rate, 10 × 50 steps.
 TRAIN_PRESETS: dict[str, dict] = {
     "reference": {},
     "cpu": {
@@ -144,18 +144,26 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 def parse_train_config(
-    data: dict | None = None, *, preset: str | None = None, **overrides
+    data: dict | None = None,
+    *,
+    preset: str | None = None,
+    sets: list[str] | None = None,
+    **overrides,
 ) -> TrainConfig:
-    """A :class:`TrainConfig` from a preset, a dict, then keyword overrides (``None`` ignored).
+    """A :class:`TrainConfig` from a preset, a dict (a ``--config`` file), ``--set KEY=VALUE``
+    items (YAML values, dotted keys as for the factory's config), then keyword overrides (the
+    CLI's flags; ``None`` ignored), each merged over the one before.
 
     Raises :class:`ConfigError` naming the field and the value.
     """
+    from factory.config import deep_merge, parse_overrides
+
     if preset is not None and preset not in TRAIN_PRESETS:
         raise ConfigError(
             f"train.preset: unknown preset {preset!r} (choose from {', '.join(TRAIN_PRESETS)})"
         )
-    merged = dict(TRAIN_PRESETS[preset or "reference"])
-    merged.update(data or {})
+    merged = deep_merge(TRAIN_PRESETS[preset or "reference"], data or {})
+    merged = deep_merge(merged, parse_overrides(sets or []))
     merged.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainConfig(**merged)

@@ -25,9 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from factory.errors import UserError
-
-IGNORE = -1
-
+from schemas import IGNORE_INDEX
 
 # --- stacks ---------------------------------------------------------------------------------------
 
@@ -85,7 +83,7 @@ def volume_stacks(
     are kept with probability ``background_keep``, slices without any annotation are skipped."""
     for c in rng.permutation(recon.shape[axis]):
         lab = label_slice(labels, int(c), axis)
-        if not bool((lab != IGNORE).any()):
+        if not bool((lab != IGNORE_INDEX).any()):
             continue
         if is_background_only(lab) and rng.random() >= background_keep:
             continue
@@ -101,7 +99,7 @@ def crop_or_pad(
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
-        y = np.pad(y, ((0, ph), (0, pw)), constant_values=IGNORE)
+        y = np.pad(y, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
         h, w = y.shape
     i = int(rng.integers(0, h - size + 1))
     j = int(rng.integers(0, w - size + 1))
@@ -244,7 +242,8 @@ def iter_volumes(
 
     for rec in shards:
         try:
-            for s in iter_samples(dataset_url, rec, endpoint_url=endpoint_url, fields=fields):
+            root = rec.get("root", dataset_url)  # a mixture: each shard names its dataset
+            for s in iter_samples(root, rec, endpoint_url=endpoint_url, fields=fields):
                 if input_field not in s or "labels" not in s:
                     raise DatasetError(
                         f"shard {rec['url']} sample {s['__key__']}: no {input_field!r} or "
@@ -305,12 +304,13 @@ class StackStream:
                     f"real labels: shape {lab.shape} differs from the real volume's {vol.shape}"
                 )
             other = tuple(i for i in range(3) if i != cfg.axis)
-            annotated = (lab != IGNORE).any(axis=other)
+            annotated = (lab != IGNORE_INDEX).any(axis=other)
             self.real_centres = np.flatnonzero(annotated)
             if self.real_centres.size == 0:
                 raise UserError("real labels: no annotated slice (every voxel is −1)")
 
-    def _on_bad(self, url: str, reason: str) -> None:
+    def note_bad_shard(self, url: str, reason: str) -> None:
+        """Record a shard skipped under ``allow_bad_shards`` (also for validation reads)."""
         self.bad_shards[url] = reason
 
     def _volumes(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
@@ -325,7 +325,7 @@ class StackStream:
                 fields=self.fields,
                 num_classes=self.num_classes,
                 allow_bad_shards=self.cfg.allow_bad_shards,
-                on_bad=self._on_bad,
+                on_bad=self.note_bad_shard,
             ):
                 got += 1
                 self.volumes_read += 1

@@ -19,15 +19,14 @@ from collections.abc import Callable
 import numpy as np
 
 from factory.errors import UserError
-
-IGNORE = -1
+from schemas import IGNORE_INDEX
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) int64 counts ``[target, pred]`` over pixels whose target is not −1."""
     t = np.asarray(target).ravel().astype(np.int64)
     p = np.asarray(pred).ravel().astype(np.int64)
-    keep = t != IGNORE
+    keep = t != IGNORE_INDEX
     t, p = t[keep], p[keep]
     if t.size and (t.min() < 0 or t.max() >= num_classes or p.min() < 0 or p.max() >= num_classes):
         raise ValueError(f"labels: values outside [0, {num_classes})")
@@ -56,7 +55,7 @@ def slice_scores(
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} != labels shape {target.shape}")
     other = tuple(i for i in range(3) if i != axis)
-    valid = target != IGNORE
+    valid = target != IGNORE_INDEX
     n = pred.shape[axis]
     iou = np.full((n, num_classes), np.nan)
     dice = np.full((n, num_classes), np.nan)
@@ -98,6 +97,132 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
+def _split_shards(manifest: dict, split: str) -> list[dict]:
+    """The manifest's shard entries of ``split``; a UserError when the split has none."""
+    shards = [s for s in manifest["shards"] if s["split"] == split]
+    if not shards:
+        raise UserError(
+            f"--split: the dataset has no {split!r} split (splits: {list(manifest['splits'])})"
+        )
+    return shards
+
+
+def _progress_bar(enabled: bool, total: int, split: str):
+    """A tqdm bar over ``total`` volumes, or None when ``enabled`` is false."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"evaluate {split}", unit="vol")
+
+
+def _slice_rows(
+    sample, group: str, iou: np.ndarray, dice: np.ndarray, names: list[str]
+) -> list[dict]:
+    """One row per slice of a volume: ``sample``, ``slice``, ``cells`` and ``iou_/dice_NAME``.
+
+    ``iou`` and ``dice`` are (n_slices, C) arrays (NaN where a class is absent).
+    """
+    rows = []
+    for s in range(iou.shape[0]):
+        row = {"sample": sample, "slice": s, "cells": group}
+        for k, name in enumerate(names):
+            row[f"iou_{name}"] = iou[s, k]
+            row[f"dice_{name}"] = dice[s, k]
+        rows.append(row)
+    return rows
+
+
+class _Tally:
+    """Running scores of a split: pooled confusion matrix, per-slice scores grouped by cell
+    count, and the per-slice rows.
+
+    Attributes
+    ----------
+    cm : numpy.ndarray
+        int64 (C, C) confusion counts ``[target, pred]``.
+    per_group : dict of str to list of (iou, dice)
+        Per-volume (n_slices, C) score arrays, keyed by cell count (``"unknown"`` when missing).
+    rows : list of dict
+        One row per (sample, slice) (:func:`_slice_rows`).
+    nvol : int
+        Volumes scored so far.
+    """
+
+    def __init__(self, names: list[str], axis: int):
+        self.names = names
+        self.axis = axis
+        self.cm = np.zeros((len(names), len(names)), np.int64)
+        self.per_group: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.rows: list[dict] = []
+        self.nvol = 0
+
+    def add(self, pred: np.ndarray, lab: np.ndarray, meta) -> None:
+        """Score one (Z, Y, X) prediction against its int64 labels (−1 ignored)."""
+        ncls = len(self.names)
+        self.cm += confusion_matrix(pred, lab, ncls)
+        iou, dice = slice_scores(pred, lab, ncls, self.axis)
+        cells = cell_count(meta)
+        group = str(cells) if cells is not None else "unknown"
+        self.per_group[group].append((iou, dice))
+        idx = meta.get("index", self.nvol) if isinstance(meta, dict) else self.nvol
+        self.rows.extend(_slice_rows(idx, group, iou, dice, self.names))
+        self.nvol += 1
+
+
+def _class_stats(groups: list[tuple[np.ndarray, np.ndarray]], names: list[str]) -> dict:
+    """Per class: :func:`_summary` of the per-slice IoU and Dice of ``groups`` (NaNs left out)."""
+    iou = np.concatenate([g[0] for g in groups])
+    dice = np.concatenate([g[1] for g in groups])
+    return {
+        name: {"iou": _summary(iou[:, k]), "dice": _summary(dice[:, k])}
+        for k, name in enumerate(names)
+    }
+
+
+def _group_key(g: str):
+    """Sort key of cell-count groups: numbers ascending, then ``"unknown"``."""
+    return (0, int(g)) if g.isdigit() else (1, 0)
+
+
+def _pooled(cm: np.ndarray, names: list[str]) -> dict:
+    """Per class: IoU and Dice of the whole split's confusion matrix (None where undefined)."""
+    pooled_iou, pooled_dice = scores_from_confusion(cm)
+    return {
+        name: {
+            "iou": None if np.isnan(pooled_iou[k]) else float(pooled_iou[k]),
+            "dice": None if np.isnan(pooled_dice[k]) else float(pooled_dice[k]),
+        }
+        for k, name in enumerate(names)
+    }
+
+
+def _result(manifest: dict, split: str, tally: _Tally, bad: dict[str, str]) -> dict:
+    """The JSON-safe summary of :func:`evaluate_dataset`."""
+    names = tally.names
+    all_groups = [g for v in tally.per_group.values() for g in v]
+    return {
+        "split": split,
+        "num_volumes": tally.nvol,
+        "num_slices": int(sum(g[0].shape[0] for g in all_groups)),
+        "axis": tally.axis,
+        "classes": names,
+        "pooled": _pooled(tally.cm, names),
+        "per_slice": _class_stats(all_groups, names),
+        "by_cell_count": {
+            g: _class_stats(tally.per_group[g], names)
+            for g in sorted(tally.per_group, key=_group_key)
+        },
+        "dataset": {
+            "name": manifest.get("name"),
+            "version": manifest.get("version"),
+            "content_sha256": manifest["content_sha256"],
+            "labels_scheme": manifest["labels"].get("scheme"),
+        },
+        "bad_shards": bad,
+    }
+
+
 def evaluate_dataset(
     predict: Callable[[np.ndarray], np.ndarray],
     dataset_url: str,
@@ -111,104 +236,52 @@ def evaluate_dataset(
 ) -> tuple[dict, list[dict]]:
     """Score ``predict(recon) -> labels`` on every slice of ``split`` of a dataset.
 
-    Returns ``(result, rows)``: the JSON-safe summary (per class: pooled IoU/Dice and per-slice
-    distributions overall and per cell count) and one row per (sample, slice) with the scores.
+    Parameters
+    ----------
+    predict : callable
+        (Z, Y, X) float reconstruction to (Z, Y, X) integer labels.
+    axis : int
+        Volume axis the slices are taken along (0: Z, 1: Y, 2: X).
+
+    Returns
+    -------
+    result : dict
+        JSON-safe summary (per class: pooled IoU/Dice and per-slice distributions overall and per
+        cell count).
+    rows : list of dict
+        One row per (sample, slice) with the scores.
     """
     from factory.dataset.manifest import read_manifest
     from models.data import iter_volumes
 
     m = read_manifest(dataset_url, endpoint_url=endpoint_url)
     names = [c["name"] for c in sorted(m["labels"]["classes"], key=lambda c: c["id"])]
-    ncls = len(names)
-    shards = [s for s in m["shards"] if s["split"] == split]
-    if not shards:
-        raise UserError(
-            f"--split: the dataset has no {split!r} split (splits: {list(m['splits'])})"
-        )
+    shards = _split_shards(m, split)
     total = sum(s["nsamples"] for s in shards)
     if max_samples is not None:
         total = min(total, max_samples)
     bad: dict[str, str] = {}
-    cm = np.zeros((ncls, ncls), np.int64)
-    per_group: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    rows: list[dict] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=f"evaluate {split}", unit="vol")
-    nvol = 0
+    tally = _Tally(names, axis)
+    bar = _progress_bar(progress, total, split)
     for recon, lab, meta in iter_volumes(
         dataset_url,
         shards,
         endpoint_url=endpoint_url,
         fields=m["fields"],
-        num_classes=ncls,
+        num_classes=len(names),
         allow_bad_shards=allow_bad_shards,
         on_bad=lambda u, r: bad.__setitem__(u, r),
     ):
-        if max_samples is not None and nvol >= max_samples:
+        if max_samples is not None and tally.nvol >= max_samples:
             break
-        pred = np.asarray(predict(recon))
-        lab = lab.astype(np.int64)
-        cm += confusion_matrix(pred, lab, ncls)
-        iou, dice = slice_scores(pred, lab, ncls, axis)
-        cells = cell_count(meta)
-        group = str(cells) if cells is not None else "unknown"
-        per_group[group].append((iou, dice))
-        idx = meta.get("index", nvol) if isinstance(meta, dict) else nvol
-        for s in range(iou.shape[0]):
-            row = {"sample": idx, "slice": s, "cells": group}
-            for k, name in enumerate(names):
-                row[f"iou_{name}"] = iou[s, k]
-                row[f"dice_{name}"] = dice[s, k]
-            rows.append(row)
-        nvol += 1
+        tally.add(np.asarray(predict(recon)), lab.astype(np.int64), meta)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    if nvol == 0:
+    if tally.nvol == 0:
         raise UserError(f"evaluate: no readable sample in split {split!r} (bad shards: {bad})")
-    pooled_iou, pooled_dice = scores_from_confusion(cm)
-
-    def stats(groups: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-        iou = np.concatenate([g[0] for g in groups])
-        dice = np.concatenate([g[1] for g in groups])
-        return {
-            name: {"iou": _summary(iou[:, k]), "dice": _summary(dice[:, k])}
-            for k, name in enumerate(names)
-        }
-
-    all_groups = [g for v in per_group.values() for g in v]
-
-    def _key(g: str):
-        return (0, int(g)) if g.isdigit() else (1, 0)
-
-    result = {
-        "split": split,
-        "num_volumes": nvol,
-        "num_slices": int(sum(g[0].shape[0] for g in all_groups)),
-        "axis": axis,
-        "classes": names,
-        "pooled": {
-            name: {
-                "iou": None if np.isnan(pooled_iou[k]) else float(pooled_iou[k]),
-                "dice": None if np.isnan(pooled_dice[k]) else float(pooled_dice[k]),
-            }
-            for k, name in enumerate(names)
-        },
-        "per_slice": stats(all_groups),
-        "by_cell_count": {g: stats(per_group[g]) for g in sorted(per_group, key=_key)},
-        "dataset": {
-            "name": m.get("name"),
-            "version": m.get("version"),
-            "content_sha256": m["content_sha256"],
-            "labels_scheme": m["labels"].get("scheme"),
-        },
-        "bad_shards": bad,
-    }
-    return result, rows
+    return _result(m, split, tally, bad), tally.rows
 
 
 def violin_plot(rows: list[dict], classes: list[str], path: str, metric: str = "iou") -> None:
@@ -455,14 +528,21 @@ def _read_real(real: str, real_labels: str, ignore: int) -> tuple[np.ndarray, np
 
 
 def labelled_planes(valid: np.ndarray, prefer_axis: int) -> tuple[int, list[int]]:
-    """``(axis, plane indices)`` of the sparse annotation: the axis along which the fewest
-    planes hold labelled voxels (``prefer_axis`` on ties) and those planes."""
-    counts = {}
+    """``(axis, plane indices)`` of the sparse annotation.
+
+    A plane counts as annotated when at least half as many of its voxels are labelled as in the
+    most densely labelled plane of any axis (planes crossed by another axis' annotated planes
+    hold a line of labels, not a plane). The axis with the fewest such planes wins
+    (``prefer_axis`` on ties).
+    """
+    density = {}
     for ax in range(3):
         other = tuple(i for i in range(3) if i != ax)
-        counts[ax] = np.flatnonzero(valid.any(axis=other)).tolist()
-    axis = min(range(3), key=lambda a: (len(counts[a]), a != prefer_axis))
-    return axis, counts[axis]
+        density[ax] = valid.mean(axis=other)
+    top = max(float(d.max()) for d in density.values())
+    planes = {ax: np.flatnonzero(d >= 0.5 * top).tolist() for ax, d in density.items()}
+    axis = min((a for a in range(3) if planes[a]), key=lambda a: (len(planes[a]), a != prefer_axis))
+    return axis, planes[axis]
 
 
 def _class_names_of_ids(ids: list[int], lut: np.ndarray, names: list[str], named: dict) -> dict:
@@ -489,7 +569,7 @@ def evaluate_real(
     real_labels: str,
     *,
     class_map: str | None = None,
-    ignore: int = IGNORE,
+    ignore: int = IGNORE_INDEX,
     voxel_nm: float | None = None,
     out: str | None = None,
     endpoint_url: str | None = None,

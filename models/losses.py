@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from schemas import IGNORE_INDEX
+
 
 def _valid(target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     valid = target != ignore_index
@@ -27,7 +29,7 @@ def focal_loss(
     *,
     alpha: float = 1.0,
     gamma: float = 2.0,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Mean focal loss over annotated pixels. logits (B, C, H, W), target (B, H, W) int."""
     valid = _valid(target, logits.shape[1], ignore_index)
@@ -41,7 +43,11 @@ def focal_loss(
 
 
 def soft_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = -1, eps: float = 1.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    eps: float = 1.0,
 ) -> torch.Tensor:
     """1 − mean over classes of the soft Dice coefficient (pooled over the batch)."""
     num_classes = logits.shape[1]
@@ -64,7 +70,7 @@ class FocalDiceLoss(torch.nn.Module):
         alpha: float = 1.0,
         gamma: float = 2.0,
         dice_weight: float = 1.0,
-        ignore_index: int = -1,
+        ignore_index: int = IGNORE_INDEX,
     ):
         super().__init__()
         self.alpha, self.gamma, self.dice_weight = alpha, gamma, dice_weight

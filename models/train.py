@@ -20,6 +20,7 @@ run directory belongs to one dataset and one architecture: a different one is re
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -28,6 +29,8 @@ import os
 import posixpath
 import tempfile
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +103,53 @@ def curve_png(history: list[dict], class_names: list[str]) -> bytes:
     return buf.getvalue()
 
 
+# --- the job --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainJob:
+    """Everything a Ray Train worker needs, planned by the driver (:func:`plan_job`).
+
+    Attributes
+    ----------
+    cfg : TrainConfig
+        The run's training parameters.
+    data_url : str
+        Absolute dataset root (local or ``s3://``); a mixture's shards carry their own ``root``.
+    fields : dict
+        The manifest's field descriptions (dtype and shape bounds checked on read).
+    train_shards, val_shards : list of dict
+        Shard records of the ``train`` and ``val`` splits.
+    steps_per_epoch, total_steps : int
+        Optimiser steps per worker and epoch, and in the whole run (the lr schedule's length).
+    ckpt_meta : dict
+        What every checkpoint's ``state.json`` records besides epoch, step and history.
+    real : tuple of ndarray, optional
+        A real tomogram and its sparse labels (normalised; −1 unannotated) for few-shot mixing.
+    threads : int
+        Torch threads per worker: the CPUs Ray gives it, no more.
+    """
+
+    cfg: Any
+    data_url: str
+    endpoint_url: str | None
+    fields: dict
+    class_names: list[str]
+    train_shards: list[dict]
+    val_shards: list[dict]
+    steps_per_epoch: int
+    total_steps: int
+    run_dir: str
+    ckpt_meta: dict
+    init_weights: dict | None = None
+    real: tuple | None = None
+    threads: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 # --- the per-worker loop --------------------------------------------------------------------------
 
 
@@ -119,22 +169,21 @@ def val_plan(shards: list[dict], rank: int, world: int, budget: int | None) -> t
     return mine, max(1, math.ceil(budget / nvol))
 
 
-def _val_confusion(model, loop: dict, rank: int, world: int, device, on_bad=None) -> np.ndarray:
+def _val_confusion(model, job: TrainJob, rank: int, world: int, device, on_bad=None) -> np.ndarray:
     """Confusion matrix of this rank's validation slices (see :func:`val_plan`): per volume, a
     fixed set of evenly spaced slices along the axis, the same every epoch."""
     from models.data import iter_volumes, label_slice
     from models.evaluate import confusion_matrix
     from models.infer import predict_slices
 
-    cfg = loop["cfg"]
-    ncls = loop["num_classes"]
+    cfg, ncls = job.cfg, job.num_classes
     cm = np.zeros((ncls, ncls), np.int64)
-    shards, quota = val_plan(loop["val_shards"], rank, world, cfg.val_slices)
+    shards, quota = val_plan(job.val_shards, rank, world, cfg.val_slices)
     for recon, lab, _ in iter_volumes(
-        loop["data_url"],
+        job.data_url,
         shards,
-        endpoint_url=loop["endpoint_url"],
-        fields=loop["fields"],
+        endpoint_url=job.endpoint_url,
+        fields=job.fields,
         num_classes=ncls,
         allow_bad_shards=cfg.allow_bad_shards,
         on_bad=on_bad,
@@ -146,168 +195,223 @@ def _val_confusion(model, loop: dict, rank: int, world: int, device, on_bad=None
         if k >= n:
             centres = np.arange(n)
         pred = predict_slices(
-            model,
-            recon,
-            centres,
-            axis=cfg.axis,
-            window=cfg.window,
-            batch_size=cfg.batch_size * 2,
-            device=device,
-            amp=cfg.amp,
-        )
+            model, recon, centres, axis=cfg.axis, window=cfg.window,
+            batch_size=cfg.batch_size * 2, device=device, amp=cfg.amp,
+        )  # fmt: skip
         target = np.stack([label_slice(lab, int(c), cfg.axis) for c in centres])
         cm += confusion_matrix(pred, target, ncls)
     return cm
 
 
-def train_loop(loop: dict) -> None:
-    """Ray Train worker entry point (``train_loop_per_worker``); ``loop`` from :func:`train`."""
+@dataclass
+class _Worker:
+    """One rank's live training state (model, optimiser, data stream, position)."""
+
+    job: TrainJob
+    rank: int
+    world: int
+    device: Any
+    net: Any  # the bare network (checkpoints, validation)
+    model: Any  # the DDP-wrapped one (training)
+    opt: Any
+    scaler: Any
+    loss_fn: Any
+    stream: Any
+    batches: Any
+    bar: Any  # the driver's progress actor (rank 0 only)
+    step: int = 0
+    epoch0: int = 0
+    history: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.job.cfg.max_steps is not None and self.step >= self.job.cfg.max_steps
+
+    @property
+    def use_amp(self) -> bool:
+        return self.job.cfg.amp and self.device.type == "cuda"
+
+
+def _restore(job: TrainJob, net) -> tuple[dict | None, int, int, list]:
+    """Load the last checkpoint Ray Train hands this worker (or ``--init`` weights) into ``net``;
+    ``(optimiser state, epoch, step, history)`` to continue from."""
+    import ray.train
+    import torch
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        if job.init_weights is not None:
+            net.load_state_dict(job.init_weights)
+        return None, 0, 0, []
+    opt_state = None
+    with ckpt.as_directory() as d:
+        net.load_state_dict(torch.load(os.path.join(d, "model.pt"), weights_only=True))
+        opt_path = os.path.join(d, "optimizer.pt")
+        if os.path.exists(opt_path):
+            opt_state = torch.load(opt_path, weights_only=True)
+        with open(os.path.join(d, "state.json"), encoding="utf-8") as fh:
+            st = json.load(fh)
+    return opt_state, int(st["epoch"]), int(st["step"]), list(st.get("history", []))
+
+
+def _start_worker(job: TrainJob, bar) -> _Worker:
+    """Build this rank's network (restored), optimiser and stack stream."""
     import ray.train
     import ray.train.torch
     import torch
-    import torch.distributed as dist
 
-    from models.config import TrainConfig, learning_rate
     from models.data import Prefetcher, StackStream, shards_for_rank
-    from models.evaluate import scores_from_confusion
-    from models.infer import save_checkpoint
     from models.losses import FocalDiceLoss
     from models.unet import build_model, param_groups
 
-    cfg = TrainConfig(**loop["cfg"])
-    loop = {**loop, "cfg": cfg}
-    torch.set_num_threads(loop.get("threads", 1))  # the CPUs Ray gave this worker, no more
+    cfg = job.cfg
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    names = loop["class_names"]
-
     torch.manual_seed(cfg.seed)
     net = build_model(
-        cfg.model, loop["num_classes"], window=cfg.window, features=cfg.features, depth=cfg.depth
+        cfg.model, job.num_classes, window=cfg.window, features=cfg.features, depth=cfg.depth
     )
-    history: list[dict] = []
-    epoch0, step = 0, 0
-    opt_state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            net.load_state_dict(torch.load(os.path.join(d, "model.pt"), weights_only=True))
-            opt_path = os.path.join(d, "optimizer.pt")
-            if os.path.exists(opt_path):
-                opt_state = torch.load(opt_path, weights_only=True)
-            with open(os.path.join(d, "state.json"), encoding="utf-8") as fh:
-                st = json.load(fh)
-        epoch0, step, history = int(st["epoch"]), int(st["step"]), list(st.get("history", []))
-    elif loop.get("init_weights") is not None:
-        net.load_state_dict(loop["init_weights"])
+    opt_state, epoch0, step, history = _restore(job, net)
     model = ray.train.torch.prepare_model(net)
     opt = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    loss_fn = FocalDiceLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.dice_weight)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rank, step)))
-    real = loop.get("real")
     stream = StackStream(
-        loop["data_url"],
-        shards_for_rank(loop["train_shards"], rank, world),
-        cfg,
-        rng,
-        endpoint_url=loop["endpoint_url"],
-        fields=loop["fields"],
-        num_classes=loop["num_classes"],
-        real=real,
-    )
+        job.data_url, shards_for_rank(job.train_shards, rank, world), cfg, rng,
+        endpoint_url=job.endpoint_url, fields=job.fields, num_classes=job.num_classes,
+        real=job.real,
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    batches = Prefetcher(stream.batches(cfg.batch_size, gen), depth=cfg.prefetch)
+    w = _Worker(
+        job, rank, world, device, net, model, opt,
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda"),
+        loss_fn=FocalDiceLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.dice_weight),
+        stream=stream, batches=Prefetcher(stream.batches(cfg.batch_size, gen), depth=cfg.prefetch),
+        bar=bar if rank == 0 else None, step=step, epoch0=epoch0, history=history,
+    )  # fmt: skip
+    if w.bar is not None:
+        w.bar.update.remote("train", step)
+    return w
 
-    # rank 0 tells the driver's progress actor where it is; the driver draws the one bar
-    bar = loop.get("progress") if rank == 0 else None
-    if bar is not None:
-        bar.update.remote("train", step)
 
-    done = cfg.max_steps is not None and step >= cfg.max_steps
+def _train_steps(w: _Worker) -> tuple[list[float], int]:
+    """One epoch's optimiser steps (fewer at ``max_steps``); the losses and stacks seen."""
+    import torch
+
+    from models.config import learning_rate
+
+    cfg, job = w.job.cfg, w.job
+    w.model.train()
+    losses, stacks = [], 0
+    for _ in range(job.steps_per_epoch):
+        x, y = next(w.batches)
+        x, y = x.to(w.device, non_blocking=True), y.to(w.device, non_blocking=True)
+        with torch.autocast(w.device.type, enabled=w.use_amp):
+            logits = w.model(x)
+        loss = w.loss_fn(logits.float(), y)
+        for group in w.opt.param_groups:
+            group["lr"] = learning_rate(cfg, w.step, job.total_steps)
+        w.opt.zero_grad(set_to_none=True)
+        w.scaler.scale(loss).backward()
+        w.scaler.step(w.opt)
+        w.scaler.update()
+        losses.append(float(loss.detach()))
+        stacks += x.shape[0]
+        w.step += 1
+        if w.bar is not None:
+            w.bar.update.remote("train", w.step)  # fire and forget
+        if w.done:
+            break
+    return losses, stacks
+
+
+def _epoch_metrics(w: _Worker, epoch: int, losses: list[float], stacks: int, train_s: float):
+    """Validate, sum over the ranks, and return the epoch's metrics row."""
+    import torch
+    import torch.distributed as dist
+
+    from models.evaluate import scores_from_confusion
+
+    t0 = time.perf_counter()
+    stats = torch.tensor([sum(losses), len(losses), stacks], dtype=torch.float64)
+    cm = torch.from_numpy(
+        _val_confusion(w.net, w.job, w.rank, w.world, w.device, on_bad=w.stream.note_bad_shard)
+    )
+    val_s = time.perf_counter() - t0
+    if w.world > 1 and dist.is_initialized():
+        dist.all_reduce(stats)
+        dist.all_reduce(cm)
+    iou, _ = scores_from_confusion(cm.numpy())
+    fg = [v for k, v in enumerate(iou) if k > 0 and np.isfinite(v)]
+    return {
+        "epoch": epoch,
+        "step": w.step,
+        "loss": float(stats[0] / max(stats[1], 1)),
+        "stacks_per_s": float(stats[2]) / max(train_s, 1e-9),
+        "val_mean_iou": float(np.mean(fg)) if fg else float("nan"),
+        **{f"val_iou_{n}": float(iou[k]) for k, n in enumerate(w.job.class_names)},
+        "val_pixels": int(cm.sum()),
+        "train_s": round(train_s, 3),
+        "val_s": round(val_s, 3),
+        "bad_shards": len(w.stream.bad_shards),
+    }
+
+
+def _report(w: _Worker, epoch: int, metrics: dict) -> None:
+    """Report the epoch to Ray Train; rank 0 with a checkpoint, metrics.csv and curve.png."""
+    import ray.train
+
+    from models.infer import save_checkpoint
+
+    if w.rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        state = {
+            **w.job.ckpt_meta,
+            "epoch": epoch,
+            "step": w.step,
+            "history": w.history,
+            "bad_shards": w.stream.bad_shards,
+        }
+        save_checkpoint(tmp, w.net, w.opt, state)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_{epoch:06d}",
+        )
+    _write_run_outputs(w.job, w.history)
+
+
+def train_loop(config: dict) -> None:
+    """Ray Train worker entry point (``train_loop_per_worker``): ``config`` holds the
+    :class:`TrainJob` (``job``) and the driver's progress actor (``progress``)."""
+    import torch
+
+    job: TrainJob = config["job"]
+    torch.set_num_threads(job.threads)  # the CPUs Ray gave this worker, no more
+    w = _start_worker(job, config.get("progress"))
     try:
-        for epoch in range(epoch0 + 1, cfg.epochs + 1):
-            if done:
+        for epoch in range(w.epoch0 + 1, job.cfg.epochs + 1):
+            if w.done:
                 break
-            model.train()
             t0 = time.perf_counter()
-            losses, stacks = [], 0
-            for _ in range(loop["steps_per_epoch"]):
-                x, y = next(batches)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits = model(x)
-                loss = loss_fn(logits.float(), y)
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(cfg, step, loop["total_steps"])
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(float(loss.detach()))
-                stacks += x.shape[0]
-                step += 1
-                if bar is not None:
-                    bar.update.remote("train", step)  # fire and forget
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    done = True
-                    break
-            train_s = time.perf_counter() - t0
-            stats = torch.tensor([sum(losses), len(losses), stacks], dtype=torch.float64)
-            cm = _val_confusion(net, loop, rank, world, device, on_bad=stream._on_bad)
-            cm = torch.from_numpy(cm)
-            val_s = time.perf_counter() - t0 - train_s
-            if world > 1 and dist.is_initialized():
-                dist.all_reduce(stats)
-                dist.all_reduce(cm)
-            iou, _ = scores_from_confusion(cm.numpy())
-            fg = [v for k, v in enumerate(iou) if k > 0 and np.isfinite(v)]
-            metrics = {
-                "epoch": epoch,
-                "step": step,
-                "loss": float(stats[0] / max(stats[1], 1)),
-                "stacks_per_s": float(stats[2]) / max(train_s, 1e-9),
-                "val_mean_iou": float(np.mean(fg)) if fg else float("nan"),
-                **{f"val_iou_{n}": float(iou[k]) for k, n in enumerate(names)},
-                "val_pixels": int(cm.sum()),
-                "train_s": round(train_s, 3),
-                "val_s": round(val_s, 3),
-                "bad_shards": len(stream.bad_shards),
-            }
-            history.append(metrics)
-            if rank == 0:
-                with tempfile.TemporaryDirectory() as tmp:
-                    state = {
-                        **loop["ckpt_meta"],
-                        "epoch": epoch,
-                        "step": step,
-                        "history": history,
-                        "bad_shards": stream.bad_shards,
-                    }
-                    save_checkpoint(tmp, net, opt, state)
-                    ray.train.report(
-                        metrics,
-                        checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                        checkpoint_dir_name=f"checkpoint_{epoch:06d}",
-                    )
-                _write_run_outputs(loop, history)
-            else:
-                ray.train.report(metrics)
+            losses, stacks = _train_steps(w)
+            metrics = _epoch_metrics(w, epoch, losses, stacks, time.perf_counter() - t0)
+            w.history.append(metrics)
+            _report(w, epoch, metrics)
     finally:
-        batches.close()
+        w.batches.close()
 
 
-def _write_run_outputs(loop: dict, history: list[dict]) -> None:
+def _write_run_outputs(job: TrainJob, history: list[dict]) -> None:
     from factory.dataset.storage import resolve_filesystem
 
-    fs, root = resolve_filesystem(loop["run_dir"], endpoint_url=loop["endpoint_url"])
+    fs, root = resolve_filesystem(job.run_dir, endpoint_url=job.endpoint_url)
     _write_file(fs, posixpath.join(root, METRICS_FILE), metrics_csv(history))
-    _write_file(fs, posixpath.join(root, CURVE_FILE), curve_png(history, loop["class_names"]))
+    _write_file(fs, posixpath.join(root, CURVE_FILE), curve_png(history, job.class_names))
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -347,7 +451,84 @@ def ray_worker_setup() -> None:
     logging.getLogger(_CLEANER_LOGGER).addFilter(_DropCleanerPolling())
 
 
+def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> dict:
+    """The manifest of one dataset, or of a mixture of several trained on together.
+
+    A mixture's datasets must share the label table, the voxel size, the reconstruction's
+    normalisation method and the dtypes of ``recon``/``labels``; its shards are those of every dataset
+    (each shard record carries its dataset's root as ``root``), so stacks are drawn from each in
+    proportion to its samples. Its ``content_sha256`` is the SHA-256 of the members' in order.
+    """
+    from factory.dataset.manifest import read_manifest
+    from models.infer import check_same_labels
+
+    ms = [read_manifest(u, endpoint_url=endpoint_url) for u in urls]
+    if len(ms) == 1:
+        return ms[0]
+    first, base, fields = ms[0], _mixture_key(ms[0]), ms[0]["fields"]
+    for url, m in zip(urls[1:], ms[1:], strict=True):
+        check_same_labels(first["labels"], m["labels"], f"--data {url}")
+        key = _mixture_key(m)
+        for name, want in base.items():
+            if key[name] != want:
+                raise UserError(
+                    f"--data: {url} has {name} {key[name]!r}, the first dataset {want!r}; "
+                    "a mixture needs the same (generate it with --set to match)"
+                )
+        fields = _merge_fields(fields, m["fields"], url)
+    shas = [m["content_sha256"] for m in ms]
+    norm = _normalization(first)  # the widest field-of-view inset of the members, for inference
+    norm["fov_inset_px"] = max(_normalization(m)["fov_inset_px"] for m in ms)
+    return {
+        **first,
+        "normalization": norm,
+        "name": "+".join(str(m.get("name")) for m in ms),
+        "fields": fields,
+        "shards": [{**s, "root": u} for u, m in zip(urls, ms, strict=True) for s in m["shards"]],
+        "splits": sorted({k for m in ms for k in m["splits"]}),
+        "content_sha256": hashlib.sha256(",".join(shas).encode()).hexdigest(),
+        "mixture": [
+            {"url": u, "name": m.get("name"), "content_sha256": m["content_sha256"]}
+            for u, m in zip(urls, ms, strict=True)
+        ],
+    }
+
+
+def _mixture_key(m: dict) -> dict:
+    """What datasets trained on together must share (besides the label table)."""
+    grid = (m.get("config") or {}).get("grid") or {}
+    key = {"voxel size (nm)": grid.get("voxel_nm"), "normalisation": _normalization(m)["method"]}
+    for name in ("recon", "labels"):
+        key[f"{name} dtype"] = (m["fields"].get(name) or {}).get("dtype")
+    return key
+
+
+def _merge_fields(a: dict, b: dict, url: str) -> dict:
+    """Field descriptions covering the arrays of two datasets (shape bounds widened)."""
+    out = {k: dict(v) for k, v in a.items()}
+    for k, spec in b.items():
+        if k not in out:
+            out[k] = dict(spec)
+            continue
+        if out[k].get("dtype") != spec.get("dtype"):
+            raise UserError(
+                f"--data: {url} stores {k} as {spec.get('dtype')}, the first dataset as "
+                f"{out[k].get('dtype')}; a mixture needs the same (set dataset.dtypes)"
+            )
+        if out[k].get("shape") != spec.get("shape"):
+            out[k].pop("shape", None)
+        for bound, pick in (("shape_min", min), ("shape_max", max)):
+            x, y = out[k].get(bound), spec.get(bound)
+            if x and y and len(x) == len(y):
+                out[k][bound] = [pick(i, j) for i, j in zip(x, y, strict=True)]
+            else:
+                out[k].pop(bound, None)
+    return out
+
+
 def _normalization(manifest: dict) -> dict:
+    if "normalization" in manifest:  # a mixture's (read_datasets)
+        return dict(manifest["normalization"])
     rc = (manifest.get("config") or {}).get("reconstruction") or {}
     return {
         "method": rc.get("normalize", "quantile"),
@@ -562,8 +743,44 @@ def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classe
     return normalize_volume(vol, normalization), lab.astype(np.int8)
 
 
-def train(
+def _data_splits(m: dict, cfg) -> tuple[list[dict], list[dict], list | None]:
+    """The train and val shard records and the volume shape; UserError if untrainable."""
+    train_shards = [s for s in m["shards"] if s["split"] == "train"]
+    val_shards = [s for s in m["shards"] if s["split"] == "val"]
+    if not train_shards:
+        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m['splits'])})")
+    if "recon" not in m["fields"] or "labels" not in m["fields"]:
+        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m['fields'])})")
+    shape = m["fields"]["recon"].get("shape") or m["fields"]["recon"].get("shape_max")
+    if shape is not None and shape[cfg.axis] < cfg.window:
+        raise UserError(
+            f"--data: volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
+            f"window of {cfg.window}"
+        )
+    return train_shards, val_shards, shape
+
+
+def _init_from(init: str, cfg, m: dict, endpoint_url: str | None):
+    """``--init``: the checkpoint's weights, its architecture forced onto ``cfg``, and a record."""
+    from factory.dataset.storage import safe_url
+    from models.config import ARCH_FIELDS, TrainConfig
+    from models.infer import check_same_labels, load_checkpoint
+
+    model, st = load_checkpoint(init, endpoint_url=endpoint_url, what="--init")
+    check_same_labels(st["labels"], m["labels"], "--init")
+    arch = st["arch"]
+    cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
+    meta = {
+        "checkpoint": safe_url(str(st.get("path"))),
+        "dataset_content_sha256": st.get("dataset", {}).get("content_sha256"),
+        "step": st.get("step"),
+    }
+    return cfg, model.state_dict(), meta
+
+
+def plan_job(
     cfg,
+    m: dict,
     data_url: str,
     run_dir: str,
     *,
@@ -571,66 +788,15 @@ def train(
     init: str | None = None,
     real: str | None = None,
     real_labels: str | None = None,
-    progress: bool = False,
-    log=print,
-    address: str | None = None,
-    verbose: bool = False,
-) -> dict:
-    """Train (or resume) a segmentation network on a dataset; return a summary dict.
+) -> TrainJob:
+    """The :class:`TrainJob` of a run on manifest ``m`` (paths already absolute)."""
+    from factory.dataset.storage import safe_url
 
-    ``cfg`` is a :class:`~models.config.TrainConfig`. Raises :class:`UserError` for bad input: no
-    ``train`` split, a run directory of another dataset/architecture, an ``--init`` checkpoint of
-    another label table, a shard failing its checksum (unless ``cfg.allow_bad_shards``).
-    """
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from factory.cluster import start_ray
-    from factory.dataset.manifest import read_manifest
-    from factory.dataset.storage import (
-        absolute_url,
-        is_local,
-        resolve_filesystem,
-        safe_url,
-    )
-    from models.config import ARCH_FIELDS, TrainConfig
-    from models.infer import check_same_labels, load_checkpoint
-
-    # Ray Train workers run in other working directories: every user path is made absolute here
-    data_url, run_dir = absolute_url(data_url), absolute_url(run_dir)
-    init, real, real_labels = (
-        None if p is None else absolute_url(p) for p in (init, real, real_labels)
-    )
-    m = read_manifest(data_url, endpoint_url=endpoint_url)
-    classes = sorted(m["labels"]["classes"], key=lambda c: c["id"])
-    names = [c["name"] for c in classes]
-    train_shards = [s for s in m["shards"] if s["split"] == "train"]
-    val_shards = [s for s in m["shards"] if s["split"] == "val"]
-    if not train_shards:
-        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m['splits'])})")
-    if "recon" not in m["fields"] or "labels" not in m["fields"]:
-        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m['fields'])})")
-
+    names = [c["name"] for c in sorted(m["labels"]["classes"], key=lambda c: c["id"])]
     init_weights, init_meta = None, None
     if init is not None:
-        model, st = load_checkpoint(init, endpoint_url=endpoint_url, what="--init")
-        check_same_labels(st["labels"], m["labels"], "--init")
-        arch = st["arch"]
-        cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
-        init_weights = model.state_dict()
-        init_meta = {
-            "checkpoint": safe_url(str(st.get("path"))),
-            "dataset_content_sha256": st.get("dataset", {}).get("content_sha256"),
-            "step": st.get("step"),
-        }
-    shape = m["fields"]["recon"].get("shape") or m["fields"]["recon"].get("shape_max")
-    if shape is not None and shape[cfg.axis] < cfg.window:
-        raise UserError(
-            f"--data: volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
-            f"window of {cfg.window}"
-        )
-
+        cfg, init_weights, init_meta = _init_from(init, cfg, m, endpoint_url)
+    train_shards, val_shards, shape = _data_splits(m, cfg)
     norm = _normalization(m)
     real_arrays = None
     if real is not None or real_labels is not None:
@@ -639,66 +805,53 @@ def train(
         if cfg.real_ratio <= 0:
             raise UserError("--real-ratio: must be > 0 when --real is given")
         real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
-
-    fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
-    created = _open_run_dir(fs, root, run_dir, cfg, m, log)
-
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s["nsamples"] for s in train_shards)
     steps_per_epoch = cfg.steps_per_epoch or max(
         1, math.ceil(n_train * n_slices / (cfg.batch_size * cfg.workers))
     )
-    grid = (m.get("config") or {}).get("grid") or {}
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
+    grid = (m.get("config") or {}).get("grid") or {}
+    dataset = {"url": safe_url(str(data_url)), "name": m.get("name"), "version": m.get("version"),
+               "content_sha256": m["content_sha256"], "voxel_nm": grid.get("voxel_nm"),
+               "mixture": m.get("mixture")}  # fmt: skip
     ckpt_meta = {
         "arch": cfg.arch(),
         "num_classes": len(names),
         "labels": m["labels"],
-        "dataset": {
-            "url": safe_url(str(data_url)),
-            "name": m.get("name"),
-            "version": m.get("version"),
-            "content_sha256": m["content_sha256"],
-            "voxel_nm": grid.get("voxel_nm"),
-        },
+        "dataset": dataset,
         "normalization": norm,
         "train_config": cfg.model_dump(),
         "init": init_meta,
         "real": None if real is None else {"volume": str(real), "labels": str(real_labels)},
     }
-    loop = {
-        "cfg": cfg.model_dump(),
-        "data_url": str(data_url),
-        "endpoint_url": endpoint_url,
-        "fields": m["fields"],
-        "num_classes": len(names),
-        "class_names": names,
-        "train_shards": train_shards,
-        "val_shards": val_shards,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "run_dir": str(run_dir),
-        "ckpt_meta": ckpt_meta,
-        "init_weights": init_weights,
-        "real": real_arrays,
-    }
-    started = start_ray(
-        address,
-        verbose=verbose,
-        runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
-    )
-    cpus = cfg.cpus_per_worker or _cpus_per_worker(cfg.workers)
-    resources = {"CPU": cpus}
-    loop["threads"] = max(1, int(cpus))
+    return TrainJob(
+        cfg=cfg, data_url=str(data_url), endpoint_url=endpoint_url, fields=m["fields"],
+        class_names=names, train_shards=train_shards, val_shards=val_shards,
+        steps_per_epoch=steps_per_epoch, total_steps=total, run_dir=str(run_dir),
+        ckpt_meta=ckpt_meta, init_weights=init_weights, real=real_arrays,
+    )  # fmt: skip
+
+
+def _trainer_factory(job: TrainJob, fs, root: str):
+    """``make_trainer(progress_actor)`` for :func:`_fit`: a TorchTrainer of ``job``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from factory.dataset.storage import is_local
+
+    cfg = job.cfg
+    resources = {"CPU": cfg.cpus_per_worker or _cpus_per_worker(cfg.workers)}
+    job.threads = max(1, int(resources["CPU"]))
     if cfg.use_gpu:
         resources["GPU"] = 1
 
     def make_trainer(progress_actor) -> TorchTrainer:
         return TorchTrainer(
             train_loop,
-            train_loop_config={**loop, "progress": progress_actor},
+            train_loop_config={"job": job, "progress": progress_actor},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
             ),
@@ -712,9 +865,57 @@ def train(
             ),
         )
 
+    return make_trainer
+
+
+def train(
+    cfg,
+    data_url: str | list[str],
+    run_dir: str,
+    *,
+    endpoint_url: str | None = None,
+    init: str | None = None,
+    real: str | None = None,
+    real_labels: str | None = None,
+    progress: bool = False,
+    log=print,
+    address: str | None = None,
+    verbose: bool = False,
+) -> dict:
+    """Train (or resume) a segmentation network on a dataset (or a mixture: a list of
+    datasets, see :func:`read_datasets`); return a summary dict.
+
+    ``cfg`` is a :class:`~models.config.TrainConfig`. Raises :class:`UserError` for bad input: no
+    ``train`` split, a run directory of another dataset/architecture, an ``--init`` checkpoint of
+    another label table, a shard failing its checksum (unless ``cfg.allow_bad_shards``).
+    """
+    import ray
+
+    from factory.cluster import start_ray
+    from factory.dataset.storage import absolute_url, resolve_filesystem, safe_url
+
+    # Ray Train workers run in other working directories: every user path is made absolute here
+    urls = [data_url] if isinstance(data_url, str) else list(data_url)
+    data_urls, run_dir = [absolute_url(u) for u in urls], absolute_url(run_dir)
+    init, real, real_labels = (
+        None if p is None else absolute_url(p) for p in (init, real, real_labels)
+    )
+    m = read_datasets(data_urls, endpoint_url=endpoint_url)
+    job = plan_job(
+        cfg, m, data_urls[0], run_dir, endpoint_url=endpoint_url, init=init, real=real,
+        real_labels=real_labels,
+    )  # fmt: skip
+    fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
+    created = _open_run_dir(fs, root, run_dir, job.cfg, m, log)
+    started = start_ray(
+        address,
+        verbose=verbose,
+        runtime_env={"worker_process_setup_hook": "models.train.ray_worker_setup"},
+    )
     t0 = time.perf_counter()
     try:
-        result, restarts = _fit(make_trainer, cfg, total if progress else None, log)
+        make_trainer = _trainer_factory(job, fs, root)
+        result, restarts = _fit(make_trainer, job.cfg, job.total_steps if progress else None, log)
     except BaseException:
         if created:
             _remove_failed_run(fs, root)
@@ -722,14 +923,13 @@ def train(
     finally:
         if started:
             ray.shutdown()
-    wall = time.perf_counter() - t0
     ckpt = getattr(result, "checkpoint", None)
     summary = {
         "run_dir": safe_url(str(run_dir)),
         "checkpoint": None if ckpt is None else ckpt.path,
         "metrics": dict(result.metrics or {}),
-        "wall_s": wall,
-        "steps_per_epoch": steps_per_epoch,
+        "wall_s": time.perf_counter() - t0,
+        "steps_per_epoch": job.steps_per_epoch,
         "dataset_content_sha256": m["content_sha256"],
         "restarts": restarts,
     }

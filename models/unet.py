@@ -22,24 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _block3d(cin: int, cout: int) -> nn.Sequential:
+def _block(cin: int, cout: int, ndim: int) -> nn.Sequential:
+    """Two 3×3 (2D) or 3×3×3 (3D) convolutions, each followed by BatchNorm and PReLU."""
+    conv, norm = (nn.Conv3d, nn.BatchNorm3d) if ndim == 3 else (nn.Conv2d, nn.BatchNorm2d)
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm3d(cout),
+        conv(cin, cout, 3, padding=1, bias=False),
+        norm(cout),
         nn.PReLU(cout),
-        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm3d(cout),
-        nn.PReLU(cout),
-    )
-
-
-def _block2d(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.PReLU(cout),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        conv(cout, cout, 3, padding=1, bias=False),
+        norm(cout),
         nn.PReLU(cout),
     )
 
@@ -53,7 +44,7 @@ class _Decoder2D(nn.Module):
         self.blocks = nn.ModuleList()
         for lvl in range(len(widths) - 1, 0, -1):
             self.up.append(nn.ConvTranspose2d(widths[lvl], widths[lvl - 1], 2, stride=2))
-            self.blocks.append(_block2d(2 * widths[lvl - 1], widths[lvl - 1]))
+            self.blocks.append(_block(2 * widths[lvl - 1], widths[lvl - 1], 2))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, bottom: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -101,7 +92,7 @@ class UNet25D(_UNetBase):
     def __init__(self, num_classes: int, window: int = 7, features: int = 64, depth: int = 4):
         super().__init__(num_classes, window, features, depth)
         cins = [1, *self.widths[:-1]]
-        self.enc = nn.ModuleList(_block3d(a, b) for a, b in zip(cins, self.widths, strict=True))
+        self.enc = nn.ModuleList(_block(a, b, 3) for a, b in zip(cins, self.widths, strict=True))
         self.pool = nn.MaxPool3d((1, 2, 2))
         self.dec = _Decoder2D(self.widths, num_classes)
 
@@ -125,7 +116,7 @@ class UNet2D(_UNetBase):
     def __init__(self, num_classes: int, window: int = 7, features: int = 64, depth: int = 4):
         super().__init__(num_classes, window, features, depth)
         cins = [1, *self.widths[:-1]]
-        self.enc = nn.ModuleList(_block2d(a, b) for a, b in zip(cins, self.widths, strict=True))
+        self.enc = nn.ModuleList(_block(a, b, 2) for a, b in zip(cins, self.widths, strict=True))
         self.pool = nn.MaxPool2d(2)
         self.dec = _Decoder2D(self.widths, num_classes)
 

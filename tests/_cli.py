@@ -1,4 +1,5 @@
-"""Running ``simaq`` in the test process, as ``main()`` does (exit codes and one-line errors)."""
+"""Running ``simaq`` in the test process, as ``main()`` does (exit codes and one-line errors), or
+in a subprocess (:func:`cli_argv`), and a Typer app of one stage's commands (:func:`stage_app`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import sys
 
 import pytest
+import typer
 
 import cli
 
@@ -38,8 +40,27 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return (0 if code is None else code), out.out, out.err
 
 
-def error_line(err: str) -> str:
-    """The one ``error:`` line of ``err``; fails on a traceback or on several error lines."""
+def error_line(err: str, ray_logs: bool = False) -> str:
+    """The one ``error:`` line of ``err``; fails on several error lines, or on a traceback unless
+    Ray forwarded a worker's log (``ray_logs``)."""
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert ray_logs or "Traceback" not in err, err
     return lines[0]
+
+
+def cli_argv(*args: str) -> list[str]:
+    """The command line of ``simaq ARGS`` in a fresh Python process (for ``subprocess``)."""
+    return [sys.executable, "-c", "import cli; cli.main()", *args]
+
+
+def stage_app(register) -> typer.Typer:
+    """A Typer app with only one stage's commands (``register`` of its ``cli`` module)."""
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """test app"""
+
+    register(app)
+    return app

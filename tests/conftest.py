@@ -111,6 +111,11 @@ SMALL_OVERRIDES = {
     },
 }
 SMALL_SEED = 7
+#: The same dataset as flags of ``simaq generate --preset demo`` (keep in step with the above).
+SMALL_ARGS = [
+    "--set", "grid.shape=[32,32,32]", "--samples", "6", "--shard-size", "2",
+    "--splits", "train=0.5,val=0.25,test=0.25", "--seed", str(SMALL_SEED),
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

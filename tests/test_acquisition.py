@@ -1,4 +1,4 @@
-"""Tests of the acquisition stage on analytic volumes built here (grids ≤ 64³)."""
+"""Tests of the acquisition stage on analytic volumes (tests/_volumes.py; grids ≤ 64³)."""
 
 from __future__ import annotations
 
@@ -8,52 +8,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _volumes import VOXEL_NM, N, bead_phantom, ellipsoid_phantom, make_config
 
 from factory.acquisition import simulate_acquisition
 from factory.acquisition.optics import blur_and_sum, depth_slab_projections, warp_projections
 from factory.acquisition.tilt import dose_symmetric_order, draw_tilt_scheme, planned_angles
 from factory.acquisition.volume import gaussian_blur3d
-from factory.config import parse_config
 from factory.errors import ConfigError
 from factory.tomo import forward_project, get_projector
 
-N = 48
-VOXEL_NM = 50.0
 VOX_UM = VOXEL_NM * 1e-3
-
-
-def make_config(acquisition: dict | None = None, reconstruction: dict | None = None, n: int = N):
-    data = {
-        "name": "test",
-        "grid": {"shape": [n, n, n], "voxel_nm": VOXEL_NM},
-        "acquisition": acquisition or {},
-        "reconstruction": reconstruction or {"normalize": "none", "filter": "ramp"},
-    }
-    return parse_config(data)
-
-
-def ellipsoid_phantom(n: int = N, lac: float = 0.35, radii=(14, 18, 10), centre=(0, 0, 0)):
-    c = (np.arange(n) - (n - 1) / 2.0).astype(np.float32)
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    inside = (
-        ((z - centre[0]) / radii[0]) ** 2
-        + ((y - centre[1]) / radii[1]) ** 2
-        + ((x - centre[2]) / radii[2]) ** 2
-    ) <= 1.0
-    vol = np.where(inside, lac, 0.0).astype(np.float32)
-    return SimpleNamespace(
-        lac=torch.from_numpy(vol), labels=torch.from_numpy(inside.astype(np.uint8))
-    )
-
-
-def bead_phantom(n: int = N, centre=(0.0, 0.0, 0.0), radius: float = 2.0, lac: float = 1.0):
-    c = np.arange(n) - (n - 1) / 2.0
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    inside = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
-    vol = np.where(inside, lac, 0.0).astype(np.float32)
-    return SimpleNamespace(
-        lac=torch.from_numpy(vol), labels=torch.from_numpy(inside.astype(np.uint8))
-    )
 
 
 # -- tilt schemes ---------------------------------------------------------------------------------

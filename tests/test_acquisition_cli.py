@@ -8,21 +8,10 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-import typer
+from _cli import stage_app
 from typer.testing import CliRunner
 
 from factory.acquisition.cli import register
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """test app"""
-
-    register(app)
-    return app
 
 
 def _small(n: int = 32) -> list[str]:
@@ -40,7 +29,7 @@ def test_simulate_writes_volumes_meta_and_montage(tmp_path, fmt):
     out = tmp_path / "sample"
     args = ["simulate", "--preset", "demo", "--seed", "3", "--index", "1", "--out", str(out),
             "--format", fmt, *_small()]  # fmt: skip
-    res = CliRunner().invoke(_app(), args)
+    res = CliRunner().invoke(stage_app(register), args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     ext = "tif" if fmt == "tiff" else "mrc"
     arrays = {}
@@ -66,7 +55,7 @@ def test_simulate_writes_volumes_meta_and_montage(tmp_path, fmt):
 def test_simulate_bad_input_names_the_field(tmp_path):
     from factory.errors import UserError
 
-    app = _app()
+    app = stage_app(register)
     res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path)])
     assert isinstance(res.exception, UserError) and "--preset" in str(res.exception)
     res = CliRunner().invoke(

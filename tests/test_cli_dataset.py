@@ -9,22 +9,10 @@ import shutil
 import pytest
 from _cli import error_line as _error_line
 from _cli import run
-from conftest import SMALL_SEED
+from conftest import SMALL_ARGS
 
 from factory.dataset.manifest import iter_samples, read_manifest
 
-SMALL_ARGS = [
-    "--set",
-    "grid.shape=[32,32,32]",
-    "--samples",
-    "6",
-    "--shard-size",
-    "2",
-    "--splits",
-    "train=0.5,val=0.25,test=0.25",
-    "--seed",
-    str(SMALL_SEED),
-]
 TINY_ARGS = [
     "--preset",
     "demo",

@@ -11,13 +11,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 
 import numpy as np
 import pytest
-from conftest import SMALL_SEED
+from _cli import cli_argv
+from conftest import SMALL_ARGS, SMALL_SEED
 
 from factory.dataset.generate import generate_dataset
 from factory.dataset.manifest import REQUIRED_KEYS, content_sha256, iter_samples, read_manifest
@@ -33,25 +33,6 @@ SHARDS = [
 
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import cli; cli.main()", *args]
-
-
-def _set_args() -> list[str]:
-    return [
-        "--set",
-        "grid.shape=[32,32,32]",
-        "--samples",
-        "6",
-        "--shard-size",
-        "2",
-        "--splits",
-        "train=0.5,val=0.25,test=0.25",
-        "--seed",
-        str(SMALL_SEED),
-    ]
 
 
 def test_layout_and_manifest(small_dataset, small_config):
@@ -272,7 +253,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     args = ["--set", "grid.shape=[32,32,32]", "--samples", str(n), "--shard-size", "1"]
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        _cli("generate", "--preset", "demo", "--out", str(out), "--executor", "local", *args),
+        cli_argv("generate", "--preset", "demo", "--out", str(out), "--executor", "local", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -332,7 +313,7 @@ def test_multinode_cluster(small_dataset, tmp_path):
         ]:
             out = tmp_path / name
             res = subprocess.run(
-                _cli(
+                cli_argv(
                     "generate",
                     "--preset",
                     "demo",
@@ -342,7 +323,7 @@ def test_multinode_cluster(small_dataset, tmp_path):
                     address,
                     "--workers",
                     "2",
-                    *_set_args(),
+                    *SMALL_ARGS,
                 ),
                 capture_output=True,
                 text=True,

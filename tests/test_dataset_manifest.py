@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import pickle
 import tarfile
 
 import numpy as np
 import pytest
+from _shards import npy_bytes, tar_bytes
 
 from factory.dataset.manifest import (
     DatasetError,
@@ -25,24 +25,8 @@ from factory.dataset.manifest import (
 )
 
 
-def _npy(a: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=allow_pickle)
-    return buf.getvalue()
-
-
 def _tar(members: list[tuple[str, bytes] | tarfile.TarInfo]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for m in members:
-            if isinstance(m, tarfile.TarInfo):
-                tar.addfile(m)
-            else:
-                name, data = m
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_bytes(members, fmt=tarfile.USTAR_FORMAT)
 
 
 def _good_members(first: int, n: int) -> list[tuple[str, bytes]]:
@@ -50,11 +34,11 @@ def _good_members(first: int, n: int) -> list[tuple[str, bytes]]:
     for i in range(first, first + n):
         key = f"{i:09d}"
         out += [
-            (f"{key}.labels.npy", _npy(np.full((4, 4, 4), i % 3, np.uint8))),
+            (f"{key}.labels.npy", npy_bytes(np.full((4, 4, 4), i % 3, np.uint8))),
             (f"{key}.meta.json", json.dumps({"index": i}).encode()),
             (
                 f"{key}.recon.npy.gz",
-                gzip.compress(_npy(np.full((4, 4, 4), i, np.float32)), mtime=0),
+                gzip.compress(npy_bytes(np.full((4, 4, 4), i, np.float32)), mtime=0),
             ),
         ]
     return out
@@ -189,16 +173,32 @@ class _Boom:
         (("000000000.x.pyd", pickle.dumps({"a": 1})), "unexpected member"),
         (("000000000.x.pkl", pickle.dumps(_Boom())), "unexpected member"),
         (
-            ("000000000.recon.npy", _npy(np.array([_Boom()], dtype=object), allow_pickle=True)),
-            "not a plain .npy",
+            (
+                "000000000.recon.npy",
+                npy_bytes(np.array([_Boom()], dtype=object), allow_pickle=True),
+            ),
+            "dtype object is refused",
         ),
-        (("../000000000.recon.npy", _npy(np.zeros(2, np.float32))), "unexpected member"),
-        (("/tmp/000000000.recon.npy", _npy(np.zeros(2, np.float32))), "unexpected member"),
+        (("../000000000.recon.npy", npy_bytes(np.zeros(2, np.float32))), "unexpected member"),
+        (("/tmp/000000000.recon.npy", npy_bytes(np.zeros(2, np.float32))), "unexpected member"),
         (_symlink("000000000.recon.npy"), "only regular files"),
-        (("000000009.recon.npy", _npy(np.zeros((4, 4, 4), np.float32))), "outside"),
-        (("000000000.recon.npy", _npy(np.zeros((4, 4, 4), np.float64))), "dtype float64"),
-        (("000000000.recon.npy", _npy(np.zeros((5, 4, 4), np.float32))), "exceeds"),
+        (("000000009.recon.npy", npy_bytes(np.zeros((4, 4, 4), np.float32))), "outside"),
+        (("000000000.recon.npy", npy_bytes(np.zeros((4, 4, 4), np.float64))), "dtype float64"),
+        (("000000000.recon.npy", npy_bytes(np.zeros((5, 4, 4), np.float32))), "exceeds"),
         (("000000000.recon.npy.gz", gzip.compress(b"\0" * (1 << 20))), "inflates beyond"),
+        (("000000000.recon.npy", npy_bytes(np.zeros((4, 4, 4), np.float32))[:-8]), "holds 248"),
+        (("000000000.recon.npy", npy_bytes(np.zeros((4, 4, 4), np.float32)) + b"x"), "holds 257"),
+        (
+            (
+                "000000000.recon.npy.gz",
+                gzip.compress(npy_bytes(np.zeros((4, 4, 4), np.float32))[:-4]),
+            ),
+            "holds 252",
+        ),
+        (("000000000.recon.npy", npy_bytes(np.zeros(4, "f4,f4"))), "dtype .* is refused"),
+        (("000000000.recon.npy", npy_bytes(np.zeros((4, 4, 4), ">f4"))), "dtype >f4 != float32"),
+        (("000000000.recon.npy", b"\x93NUMPY\x03\x00" + b"\0" * 64), "version 3.0"),
+        (("000000000.evil.npy", npy_bytes(np.zeros((4, 4, 4), np.float32))), "not described"),
     ],
 )
 def test_untrusted_members_are_refused(tmp_path, evil, match, capsys):

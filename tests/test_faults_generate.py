@@ -16,12 +16,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from _cli import cli_argv
 from conftest import SMALL_SEED
 
 from factory.dataset.generate import generate_dataset
@@ -79,10 +79,6 @@ def proc_memory(pid: int) -> tuple[int, int]:
             key, value = line.split(":", 1)
             vals[key] = int(value.split()[0]) * 1024
     return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import cli; cli.main()", *args]
 
 
 def _keys(ds: Path | str, m: dict) -> list[str]:
@@ -158,7 +154,7 @@ def test_a_node_lost_mid_run_is_replaced_and_nothing_is_lost(tmp_path, head_cpus
     try:
         node = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        args = _cli("generate", "--preset", "demo", "--set", "grid.shape=[32,32,32]",
+        args = cli_argv("generate", "--preset", "demo", "--set", "grid.shape=[32,32,32]",
                     "--samples", str(n), "--shard-size", "1", "--out", str(out),
                     "--address", cluster.address, "--workers", "2")  # fmt: skip
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -281,7 +277,7 @@ def test_the_driver_killed_at_random_points_resumes_to_the_same_hash(tmp_path, c
             if cond is None:
                 k = min(N_KILL - 1, n_records() + rng.randint(1, 2))
                 cond = lambda k=k: n_records() >= k  # noqa: E731
-            args = _cli("generate", *KILL_ARGS, "--out", str(out), *(["--resume"] if i else []))
+            args = cli_argv("generate", *KILL_ARGS, "--out", str(out), *(["--resume"] if i else []))
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 hit = _wait_for(proc, cond)
@@ -296,7 +292,7 @@ def test_the_driver_killed_at_random_points_resumes_to_the_same_hash(tmp_path, c
                     proc.wait(30)
             assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read()[-2000:]
         res = subprocess.run(
-            _cli("generate", *KILL_ARGS, "--out", str(out), "--resume"),
+            cli_argv("generate", *KILL_ARGS, "--out", str(out), "--resume"),
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]

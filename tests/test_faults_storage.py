@@ -22,13 +22,12 @@ import random
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from _cli import run
+from _cli import cli_argv, run
 from conftest import SMALL_SEED, TEST_BUCKET
 
 from factory.dataset.manifest import read_manifest
@@ -322,10 +321,6 @@ def _subprocess_env(**extra: str) -> dict:
     return env
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import cli; cli.main()", *args]
-
-
 def test_credentials_come_from_env_or_config_files_never_the_manifest(
     proxy, s3_endpoint, s3_url, small_dataset, tmp_path
 ):
@@ -365,7 +360,7 @@ def test_credentials_come_from_env_or_config_files_never_the_manifest(
     for how, env in runs.items():
         proxy.key_ids.clear()
         res = subprocess.run(
-            _cli("verify", s3_url, "--endpoint-url", proxy.url),
+            cli_argv("verify", s3_url, "--endpoint-url", proxy.url),
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr[-2000:]
@@ -373,7 +368,7 @@ def test_credentials_come_from_env_or_config_files_never_the_manifest(
         outputs.append(res.stdout + res.stderr)
         # a bad endpoint with credentials in it: refused, and the secret is not echoed
         res = subprocess.run(
-            _cli("inspect", s3_url, "--endpoint-url", f"http://{env_key}:{env_secret}@{proxy.url[7:]}"),
+            cli_argv("inspect", s3_url, "--endpoint-url", f"http://{env_key}:{env_secret}@{proxy.url[7:]}"),
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert res.returncode == 2 and "credentials" in res.stderr
@@ -381,13 +376,13 @@ def test_credentials_come_from_env_or_config_files_never_the_manifest(
     # generate + publish with the environment's key: nothing printed or written holds a secret
     out = tmp_path / "gen"
     res = subprocess.run(
-        _cli("generate", *GEN_ARGS[:6], "--samples", "2", "--executor", "local", "--out", str(out)),
+        cli_argv("generate", *GEN_ARGS[:6], "--samples", "2", "--executor", "local", "--out", str(out)),
         env=runs["env"], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     outputs.append(res.stdout + res.stderr)
     res = subprocess.run(
-        _cli("publish", str(out), f"{s3_url}-pub", "--endpoint-url", proxy.url),
+        cli_argv("publish", str(out), f"{s3_url}-pub", "--endpoint-url", proxy.url),
         env=runs["env"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]

@@ -18,21 +18,13 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-from _cli import run
+from _cli import error_line, run
 from _models_helpers import split_samples
 
 import cli
 from factory.dataset.manifest import read_manifest
 
 TINY = ["--features", "4", "--depth", "2", "--batch-size", "4", "--lr", "0.01"]
-
-
-def error_line(err: str, ray_logs: bool = False) -> str:
-    """The one ``error:`` line; no traceback unless Ray forwarded a worker's log (``ray_logs``)."""
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    assert ray_logs or "Traceback" not in err, err
-    return lines[0]
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -501,6 +493,9 @@ def test_segment_refuses_a_tomogram_smaller_than_the_window(
         (["--model", "resnet"], "train.model"),
         (["--val-slices", "-1"], "train.val_slices"),
         (["--real", "x.tif"], "--real and --real-labels"),
+        (["--set", "augment.flip_p=2"], "train.augment.flip_p"),
+        (["--set", "learning_rate=0.1"], "train.learning_rate"),
+        (["--set", "lr"], "--set: expected KEY=VALUE"),
     ],
 )
 def test_bad_training_arguments_exit_2(monkeypatch, capsys, small_dataset, tmp_path, args, message):
@@ -540,3 +535,17 @@ def test_ray_cleaner_polling_noise_is_dropped_and_nothing_else(monkeypatch):
     import os
 
     assert os.environ["RAY_ADDRESS"] == "127.0.0.1:6379"
+
+
+def test_train_config_layers_preset_file_set_and_flags():
+    from models.config import parse_train_config
+
+    cfg = parse_train_config(
+        {"lr": 1e-3, "augment": {"flip_p": 0.1}},
+        preset="cpu",
+        sets=["augment.noise_p=0.4", "lr=5e-4", "epochs=3"],
+        epochs=4,
+    )
+    assert (cfg.features, cfg.lr, cfg.epochs) == (16, 5e-4, 4)  # preset, --set, flag
+    assert (cfg.augment.flip_p, cfg.augment.noise_p) == (0.1, 0.4)  # file and --set both kept
+    assert cfg.augment.elastic_p == 0.3  # defaults under a partial section

@@ -34,8 +34,9 @@ def cap_phantom(cap_config):
 
 
 def test_presets_load_and_validate():
-    assert {"capillary", "capillary-demo"} <= set(preset_names())
-    for name in ("capillary", "capillary-demo"):
+    names = ("capillary", "capillary-demo", "capillary-60nm")
+    assert set(names) <= set(preset_names())
+    for name in names:
         c = load_preset(name)
         assert c.mount.kind == "capillary" and not c.acquisition.ice.enabled
         assert c.acquisition.tilt.range_deg.bounds[1] == 360.0

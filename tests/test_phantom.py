@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-import typer
 import xraylib
+from _cli import stage_app
 from scipy import ndimage
 from typer.testing import CliRunner
 
@@ -483,23 +483,12 @@ def test_cuda_phantom_has_the_same_structure():
 # --- the command and bad input --------------------------------------------------------------------
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """test app"""
-
-    register(app)
-    return app
-
-
 @pytest.mark.parametrize("fmt", ["tiff", "mrc"])
 def test_phantom_command_writes_files_that_read_back(tmp_path, fmt):
     out = tmp_path / "ph"
     args = ["phantom", "--preset", "demo", "--seed", "5", "--index", "2", "--out", str(out),
             "--format", fmt, "--set", "grid.shape=[40,48,56]"]  # fmt: skip
-    res = CliRunner().invoke(_app(), args)
+    res = CliRunner().invoke(stage_app(register), args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     cfg = load_preset("demo", {"grid": {"shape": [40, 48, 56]}})
     ref = generate_phantom(cfg, 5, index=2)
@@ -527,7 +516,7 @@ def test_phantom_command_applies_the_label_scheme(tmp_path):
     out = tmp_path / "s4"
     args = ["phantom", "--preset", "demo", "--out", str(out), "--scheme", "simaq4",
             "--set", "grid.shape=[40,40,40]"]  # fmt: skip
-    res = CliRunner().invoke(_app(), args)
+    res = CliRunner().invoke(stage_app(register), args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     lab = tifffile.imread(out / "labels.tif")
     full = generate_phantom(load_preset("demo", {"grid": {"shape": [40, 40, 40]}}), 0)

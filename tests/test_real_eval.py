@@ -157,3 +157,17 @@ def test_otsu_threshold_splits_two_populations():
     except ImportError:
         return
     assert t == pytest.approx(threshold_otsu(v, nbins=256), abs=0.01)
+
+
+def test_labelled_planes_ignore_lines_where_annotated_planes_cross():
+    from models.evaluate import labelled_planes
+
+    valid = np.zeros((32, 32, 32), bool)
+    valid[:, 5] = valid[:, 20] = True  # two annotated Y planes
+    valid[12] = True  # and one Z plane crossing every Y plane along a line
+    assert labelled_planes(valid, prefer_axis=1) == (0, [12])
+    valid[12] = False
+    valid[12, :, :16] = True  # half a Z plane: still fewer planes along Z
+    assert labelled_planes(valid, prefer_axis=1) == (0, [12])
+    valid[12] = False
+    assert labelled_planes(valid, prefer_axis=0) == (1, [5, 20])

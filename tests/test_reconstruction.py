@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import torch
+from _volumes import N, bead_phantom, ellipsoid_phantom, make_config
 
 from factory.acquisition import quantile_normalize, reconstruct, simulate_acquisition
 from factory.acquisition.volume import cylinder_mask
-from factory.config import parse_config
-
-N = 48
-
-
-def make_config(acquisition: dict | None = None, reconstruction: dict | None = None, n: int = N):
-    data = {
-        "name": "test",
-        "grid": {"shape": [n, n, n], "voxel_nm": 50.0},
-        "acquisition": acquisition or {},
-        "reconstruction": reconstruction or {"normalize": "none", "filter": "ramp"},
-    }
-    return parse_config(data)
-
-
-def _phantom(inside: np.ndarray, lac: float) -> SimpleNamespace:
-    vol = np.where(inside, lac, 0.0).astype(np.float32)
-    return SimpleNamespace(
-        lac=torch.from_numpy(vol), labels=torch.from_numpy(inside.astype(np.uint8))
-    )
-
-
-def ellipsoid_phantom(n: int = N, lac: float = 0.35, radii=(14, 18, 10)) -> SimpleNamespace:
-    c = np.arange(n) - (n - 1) / 2.0
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    return _phantom((z / radii[0]) ** 2 + (y / radii[1]) ** 2 + (x / radii[2]) ** 2 <= 1.0, lac)
-
-
-def bead_phantom(n: int = N, radius: float = 2.0, lac: float = 1.0) -> SimpleNamespace:
-    c = np.arange(n) - (n - 1) / 2.0
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    return _phantom(z**2 + y**2 + x**2 <= radius**2, lac)
 
 
 def _fov(n: int = N, inset: float = 5.0) -> torch.Tensor:

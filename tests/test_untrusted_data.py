@@ -9,13 +9,12 @@ absolute paths, directories, PAX / GNU long names, symlinks and hard links, an `
 oversized header, a tar header claiming a huge member. Hostile manifests: shard urls outside the
 root (with a matching file there), an ``index``/``card`` pointing elsewhere.
 
-Complements tests/test_dataset_manifest.py (unit checks of the member and url rules).
+Complements tests/test_dataset_manifest.py (unit checks of the member and url rules) and
+tests/test_hostile_shards.py (hostile .npy payloads and linked shards in a generated dataset).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import pickle
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _cli import run
+from _shards import npy_bytes, record_checksums, tar_bytes
 
 from factory.dataset.manifest import DatasetError, content_sha256, read_manifest
 
@@ -38,12 +38,6 @@ class _Payload:
 
     def __reduce__(self):
         return (open, (str(MARKER), "w"))
-
-
-def _npy(arr: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=allow_pickle)
-    return buf.getvalue()
 
 
 def _big_header_npy() -> bytes:
@@ -61,31 +55,18 @@ def _info(
     return ti
 
 
-def _tar(members: list, fmt=tarfile.PAX_FORMAT) -> bytes:
-    """A tar of ``(TarInfo, data)`` members; ``data=None`` writes a header only."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
-        for ti, data in members:
-            if data is None:
-                tar.addfile(ti)
-            else:
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _huge_member_tar(good: list) -> bytes:
+def _huge_membertar_bytes(good: list) -> bytes:
     """A ustar header claiming a 7 GiB member (followed by a few bytes), then good members."""
     head = _info("000000000.recon.npy", size=7 << 30).tobuf(tarfile.USTAR_FORMAT)
-    return head + b"\0" * 512 + _tar(good)
+    return head + b"\0" * 512 + tar_bytes(good)
 
 
 def _good(index: int, labels: np.ndarray, recon: np.ndarray) -> list:
     key = f"{index:09d}"
     return [
-        (_info(f"{key}.labels.npy"), _npy(labels)),
+        (_info(f"{key}.labels.npy"), npy_bytes(labels)),
         (_info(f"{key}.meta.json"), b"{}"),
-        (_info(f"{key}.recon.npy"), _npy(recon)),
+        (_info(f"{key}.recon.npy"), npy_bytes(recon)),
     ]
 
 
@@ -93,15 +74,15 @@ EVIL = {
     "pyd pickle": lambda: [(_info("000000000.recon.pyd"), pickle.dumps(_Payload()))],
     "pkl pickle": lambda: [(_info("000000000.recon.pkl"), pickle.dumps(_Payload()))],
     "pickled npy": lambda: [
-        (_info("000000000.recon.npy"), _npy(np.array([_Payload()], dtype=object), True))
+        (_info("000000000.recon.npy"), npy_bytes(np.array([_Payload()], dtype=object), True))
     ],
-    "dotdot name": lambda: [(_info("../000000000.recon.npy"), _npy(np.zeros(2, np.float32)))],
+    "dotdot name": lambda: [(_info("../000000000.recon.npy"), npy_bytes(np.zeros(2, np.float32)))],
     "absolute name": lambda: [
-        (_info(f"{EVIL_DIR}/000000000.recon.npy"), _npy(np.zeros(2, np.float32)))
+        (_info(f"{EVIL_DIR}/000000000.recon.npy"), npy_bytes(np.zeros(2, np.float32)))
     ],
     "directory": lambda: [(_info("000000000.recon.npy", kind=tarfile.DIRTYPE), None)],
     "pax long name": lambda: [
-        (_info("a/" * 60 + "../" * 40 + "000000000.recon.npy"), _npy(np.zeros(2, np.float32)))
+        (_info("a/" * 60 + "../" * 40 + "000000000.recon.npy"), npy_bytes(np.zeros(2, np.float32)))
     ],
     "symlink": lambda: [
         (_info("000000000.recon.npy", kind=tarfile.SYMTYPE, link="/etc/passwd"), None)
@@ -112,7 +93,7 @@ EVIL = {
     "oversized npy header": lambda: [(_info("000000000.recon.npy"), _big_header_npy())],
     "huge tar member": None,  # built by _huge_member_tar
 }
-# what a reader must say (structure checked by verify too, or only when samples are decoded)
+# refused for their names or types (the others for their .npy content)
 NAME_LEVEL = {"pyd pickle", "pkl pickle", "dotdot name", "absolute name", "directory",
               "pax long name", "symlink", "hard link"}  # fmt: skip
 
@@ -125,14 +106,9 @@ def _hostile_copy(small_dataset: Path, dest: Path, shard_bytes: bytes) -> dict:
     """A copy of the small dataset whose first shard is ``shard_bytes``, with a consistent
     manifest (size, sha256, content hash all match)."""
     shutil.copytree(small_dataset, dest)
-    m = json.loads((dest / "manifest.json").read_text())
-    rec = m["shards"][0]
-    (dest / rec["url"]).write_bytes(shard_bytes)
-    rec["bytes"], rec["sha256"] = len(shard_bytes), hashlib.sha256(shard_bytes).hexdigest()
-    m["shardlist"][0].update({"filesize": rec["bytes"], "sha256": rec["sha256"]})
-    m["content_sha256"] = content_sha256(m["shards"])
-    (dest / "manifest.json").write_text(json.dumps(m))
-    return m
+    url = json.loads((dest / "manifest.json").read_text())["shards"][0]["url"]
+    (dest / url).write_bytes(shard_bytes)
+    return record_checksums(dest, url)
 
 
 @pytest.fixture(autouse=True)
@@ -157,21 +133,24 @@ def test_hostile_shards_are_refused_by_every_reader(
     s1 = [s for s in iter_samples(str(small_dataset), first) if s["__key__"] == "000000001"][0]
     good1 = _good(1, s1["labels"], s1["recon"].astype(np.float32))
     if case == "huge tar member":
-        shard = _huge_member_tar(good1)
+        shard = _huge_membertar_bytes(good1)
     else:
-        shard = _tar(EVIL[case]() + good1, fmt=tarfile.PAX_FORMAT)
+        shard = tar_bytes(EVIL[case]() + good1, fmt=tarfile.PAX_FORMAT)
     ds = tmp_path / "ds"
     m = _hostile_copy(small_dataset, ds, shard)
     url = m["shards"][0]["url"]
     before = _tree(tmp_path)
 
     code, _, err = run(monkeypatch, capsys, "verify", str(ds))
+    # the checksums match (the attacker wrote them): refused as content, exit 2, one line
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and f"shard {url}" in lines[0], err
     if case in NAME_LEVEL:
-        assert code == 1 and f"bad shard {url}: unexpected member" in err, err
-    elif case == "huge tar member":  # the tar ends inside the claimed member
-        assert code == 1 and f"bad shard {url}: 0 samples != 2" in err, err
-    else:  # member names are fine: only decoding shows the problem
-        assert code == 0, err
+        assert "unexpected member" in lines[0] or "only regular files" in lines[0], err
+    elif case == "pickled npy":  # the name is fine: the .npy header check refuses it
+        assert "dtype object is refused" in lines[0], err
+    else:  # a member larger than the manifest's fields allow
+        assert "exceeds the limit" in lines[0], err
     png = tmp_path / "p.png"
     code, _, err = run(monkeypatch, capsys, "preview", str(ds), "--index", "0", "--out", str(png))
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -182,11 +161,8 @@ def test_hostile_shards_are_refused_by_every_reader(
     # publishing to another directory: refused before a manifest is written there
     dest = tmp_path / "pub"
     code, _, err = run(monkeypatch, capsys, "publish", str(ds), str(dest))
-    if case in NAME_LEVEL or case == "huge tar member":
-        assert code == 2 and url in err, err
-        assert not list(dest.rglob("manifest.json"))
-    else:
-        assert code == 0, err  # bytes match their checksums; every reader still refuses them
+    assert code == 2 and url in err, err
+    assert not list(dest.rglob("manifest.json"))
     after = {k: v for k, v in _tree(tmp_path).items() if not k.startswith(str(dest))}
     assert after == before  # nothing written (or changed) except under the publish destination
 

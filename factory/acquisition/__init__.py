@@ -1,7 +1,8 @@
 """Simulated acquisition and reconstruction of cryo soft X-ray tomography (the SimAQ stages).
 
 ``simulate_acquisition(config, phantom, seed, *, index=0, device="cpu") -> Acquisition`` turns a
-phantom into a tilt series with the microscope's artifacts (:mod:`.simulate`);
+phantom into a tilt series with the microscope's artifacts, a chain of effects (:data:`CHAIN`,
+:mod:`.simulate`);
 ``reconstruct(config, acquisition) -> (recon, meta)`` reconstructs it from the nominal geometry
 (:mod:`.recon`). Arrays: volumes (Z, Y, X) with Y the tilt axis, sinograms (n_angles, Y, det).
 
@@ -19,7 +20,10 @@ _LAZY = {
     "quantile_normalize": "factory.acquisition.recon",
     "reconstruct": "factory.acquisition.recon",
     "EFFECT_ID": "factory.acquisition.simulate",
+    "CHAIN": "factory.acquisition.simulate",
+    "Effect": "factory.acquisition.simulate",
     "Acquisition": "factory.acquisition.simulate",
+    "AcquisitionState": "factory.acquisition.simulate",
     "simulate_acquisition": "factory.acquisition.simulate",
     "TiltScheme": "factory.acquisition.tilt",
     "draw_tilt_scheme": "factory.acquisition.tilt",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from factory.cli_options import ConfigFile, Format, Index, OutDir, Overwrite, Preset, Seed, Sets
 from factory.errors import UserError
 from factory.phantom.cli import prepare_output_dir, write_volume
 
@@ -63,21 +64,15 @@ def write_montage(path: Path, fields: dict, title: str, class_names: list[str]) 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate(
-        out: Path = typer.Option(..., "--out", help="output directory (created)"),
-        preset: str | None = typer.Option(
-            None, "--preset", help="preset name (demo, simaq-paper, full)"
-        ),
-        config: Path | None = typer.Option(None, "--config", help="config file (YAML/JSON)"),
-        seed: int = typer.Option(0, "--seed", help="global seed"),
-        index: int = typer.Option(0, "--index", help="sample index"),
-        set_: list[str] = typer.Option(
-            [], "--set", help="override KEY=VALUE (YAML value), repeatable"
-        ),
-        fmt: str = typer.Option("tiff", "--format", help="volume file format: tiff or mrc"),
+        out: OutDir,
+        preset: Preset = None,
+        config: ConfigFile = None,
+        seed: Seed = 0,
+        index: Index = 0,
+        set_: Sets = None,
+        fmt: Format = "tiff",
         device: str = typer.Option("cpu", "--device", help="torch device"),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="replace the files of an earlier run in OUT"
-        ),
+        overwrite: Overwrite = False,
     ) -> None:
         """Simulate one sample (phantom → acquisition → reconstruction) and write its files.
 
@@ -96,7 +91,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--format: must be tiff or mrc, got {fmt!r}")
         if seed < 0 or index < 0:
             raise UserError(f"--seed/--index: must be >= 0, got seed={seed}, index={index}")
-        overrides = parse_overrides(set_)
+        overrides = parse_overrides(set_ or [])
         cfg = load_preset(preset, overrides) if preset else load_config(config, overrides)
         prepare_output_dir(out, overwrite, SIMULATE_FILES)
         t0 = time.perf_counter()

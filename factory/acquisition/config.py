@@ -12,11 +12,11 @@ says ``_nm``/``_um``; angles in degrees; LAC in 1/µm; doses in photons per dete
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from factory.params import Dist, StrictModel
+from factory.params import Bounds, Dist, StrictModel
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
@@ -25,16 +25,9 @@ def _c(value: float) -> Dist:
     return Dist(const=value)
 
 
-def _require_bounds(
-    d: Dist, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False
-) -> None:
-    """Raise a ValueError naming ``name`` if a draw of ``d`` can leave ``[lo, hi]``."""
-    b_lo, b_hi = d.bounds
-    if lo is not None and (b_lo < lo or (lo_open and b_lo <= lo)):
-        rel = ">" if lo_open else ">="
-        raise ValueError(f"{name}: every draw must be {rel} {lo}, but it can be {b_lo} (clamp it)")
-    if hi is not None and b_hi > hi:
-        raise ValueError(f"{name}: every draw must be <= {hi}, but it can be {b_hi} (clamp it)")
+# Where a draw may lie (factory.params.Bounds, checked at load); more bounds are given per field.
+NonNeg = Annotated[Dist, Bounds(lo=0.0)]
+Positive = Annotated[Dist, Bounds(lo=0.0, lo_open=True)]
 
 
 class TiltConfig(StrictModel):
@@ -46,7 +39,7 @@ class TiltConfig(StrictModel):
     (``bad_error_deg``, a stage jolt), which the reconstruction does not know.
     """
 
-    range_deg: Dist = Field(
+    range_deg: Annotated[Dist, Bounds(lo=0.0, hi=360.0, lo_open=True)] = Field(
         _c(180.0), description="total tilt range θ in degrees (at most 360), per sample"
     )
     step_deg: float = Field(1.0, gt=0, description="nominal angular step in degrees")
@@ -57,7 +50,7 @@ class TiltConfig(StrictModel):
         180.0,
         description="the shift applies only when the drawn range is below this (reference: 165)",
     )
-    drop_fraction: Dist = Field(
+    drop_fraction: Annotated[Dist, Bounds(lo=0.0, hi=0.95)] = Field(
         _c(0.0),
         description="fraction of projections dropped at random, per sample (int(n·f) dropped)",
     )
@@ -71,11 +64,11 @@ class TiltConfig(StrictModel):
     group_size: int = Field(
         1, ge=1, description="dose-symmetric: projections per side before switching"
     )
-    bad_fraction: Dist = Field(
+    bad_fraction: Annotated[Dist, Bounds(lo=0.0, hi=0.5)] = Field(
         _c(0.0),
         description="fraction of the kept projections that are bad, per sample (int(n·f) of them)",
     )
-    bad_error_deg: Dist = Field(
+    bad_error_deg: Annotated[Dist, Bounds(lo=-90.0, hi=90.0)] = Field(
         Dist(normal=(0.0, 2.0), clamp=(-6.0, 6.0)),
         description="extra angle error of a bad projection, per bad projection",
     )
@@ -94,13 +87,9 @@ class TiltConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TiltConfig:
-        _require_bounds(self.range_deg, "range_deg", lo=0.0, hi=360.0, lo_open=True)
-        _require_bounds(self.bad_fraction, "bad_fraction", lo=0.0, hi=0.5)
-        _require_bounds(self.bad_error_deg, "bad_error_deg", lo=-90.0, hi=90.0)
         lo, hi = self.range_deg.bounds
         if hi < self.step_deg:
             raise ValueError(f"step_deg: {self.step_deg} is larger than the tilt range {hi}")
-        _require_bounds(self.drop_fraction, "drop_fraction", lo=0.0, hi=0.95)
         s_lo, s_hi = self.shift_deg.bounds
         shifted_hi = min(hi, self.shift_below_deg)
         if lo < self.shift_below_deg and (s_lo != 0.0 or s_hi != 0.0):
@@ -117,36 +106,31 @@ class NoiseConfig(StrictModel):
     """Photon (Poisson) noise at a dose, detector read noise, and the flat field that normalises."""
 
     enabled: bool = False
-    photons_per_pixel: Dist = Field(
+    photons_per_pixel: Annotated[
+        Dist, Bounds(lo=0.0, lo_open=True, name="photons_per_pixel (dose)")
+    ] = Field(
         _c(1e4),
         description="open-beam photons per detector pixel per projection (dose), per sample",
     )
-    read_noise: Dist = Field(
+    read_noise: NonNeg = Field(
         _c(0.0), description="sd of the Gaussian read noise in photon-equivalent counts, per sample"
     )
     flat_frames: int = Field(
         10, ge=0, description="open-beam frames averaged into the flat field (0: a noiseless flat)"
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> NoiseConfig:
-        _require_bounds(self.photons_per_pixel, "photons_per_pixel (dose)", lo=0.0, lo_open=True)
-        _require_bounds(self.read_noise, "read_noise", lo=0.0)
-        return self
-
 
 class VolumeBlurConfig(StrictModel):
     """3D Gaussian blur of the LAC volume before projection (the reference's 'detector blur')."""
 
     enabled: bool = False
-    sigma_vox: Dist = Field(_c(1.0), description="Gaussian sigma in voxels, per sample")
+    sigma_vox: NonNeg = Field(_c(1.0), description="Gaussian sigma in voxels, per sample")
     kernel_size: int | None = Field(
         5, ge=1, description="odd kernel width in voxels (reference: 5); null: 2·ceil(3σ)+1"
     )
 
     @model_validator(mode="after")
     def _check(self) -> VolumeBlurConfig:
-        _require_bounds(self.sigma_vox, "sigma_vox", lo=0.0)
         if self.kernel_size is not None and self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: must be odd, got {self.kernel_size}")
         return self
@@ -156,17 +140,13 @@ class FiducialConfig(StrictModel):
     """Gold beads placed in the background only (they never touch a labelled object)."""
 
     enabled: bool = False
-    count: Dist = Field(_c(10), description="number of beads, per sample")
-    radius_vox: Dist = Field(_c(4.8), description="bead radius in voxels, per bead")
+    count: NonNeg = Field(_c(10), description="number of beads, per sample")
+    radius_vox: Annotated[Dist, Bounds(lo=0.5)] = Field(
+        _c(4.8), description="bead radius in voxels, per bead"
+    )
     lac_per_um: Dist | None = Field(
         None, description="bead LAC in 1/µm, per sample; null: gold at energy_ev (xraylib)"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> FiducialConfig:
-        _require_bounds(self.count, "count", lo=0.0)
-        _require_bounds(self.radius_vox, "radius_vox", lo=0.5)
-        return self
 
 
 class CracksConfig(StrictModel):
@@ -174,19 +154,13 @@ class CracksConfig(StrictModel):
 
     enabled: bool = False
     strength: Dist = Field(_c(0.2), description="LAC added at a crack's centre, 1/µm, per sample")
-    count: Dist = Field(_c(3), description="number of cracks, per sample")
-    width_vox: Dist = Field(
+    count: NonNeg = Field(_c(3), description="number of cracks, per sample")
+    width_vox: Annotated[Dist, Bounds(lo=0.1)] = Field(
         _c(1.5), description="crack half-width (Gaussian sd) in voxels, per crack"
     )
     modulation_scale_vox: float = Field(
         64.0, gt=0, description="feature size of the low-frequency map that modulates the cracks"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> CracksConfig:
-        _require_bounds(self.count, "count", lo=0.0)
-        _require_bounds(self.width_vox, "width_vox", lo=0.1)
-        return self
 
 
 class BackgroundNoiseConfig(StrictModel):
@@ -206,16 +180,11 @@ class IceConfig(StrictModel):
     """
 
     enabled: bool = False
-    thickness_vox: Dist = Field(_c(100.0), description="layer thickness h in voxels, per sample")
+    thickness_vox: NonNeg = Field(_c(100.0), description="layer thickness h in voxels, per sample")
     lac_per_um: Dist | None = Field(
         None,
         description="LAC of the layer in 1/µm, per detector pixel; null: water ice at energy_ev",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> IceConfig:
-        _require_bounds(self.thickness_vox, "thickness_vox", lo=0.0)
-        return self
 
 
 class FlickerConfig(StrictModel):
@@ -227,15 +196,14 @@ class FlickerConfig(StrictModel):
     """
 
     enabled: bool = False
-    amplitude: Dist = Field(_c(0.05), description="flicker amplitude, per sample")
+    amplitude: NonNeg = Field(_c(0.05), description="flicker amplitude, per sample")
     model: Literal["reference", "flat-field"] = "flat-field"
     scale_px: float = Field(64.0, gt=0, description="feature size of the flicker map in pixels")
 
     @model_validator(mode="after")
     def _check(self) -> FlickerConfig:
-        _require_bounds(self.amplitude, "amplitude", lo=0.0)
         if self.model == "flat-field":
-            _require_bounds(self.amplitude, "amplitude", hi=0.99)
+            Bounds(hi=0.99).check(self.amplitude, "amplitude")
         return self
 
 
@@ -248,18 +216,16 @@ class PSFConfig(StrictModel):
     """
 
     enabled: bool = False
-    sigma_focus_nm: Dist = Field(_c(20.0), description="in-focus Gaussian sigma in nm, per sample")
-    depth_of_field_um: Dist = Field(_c(3.0), description="full depth of field in µm, per sample")
+    sigma_focus_nm: NonNeg = Field(
+        _c(20.0), description="in-focus Gaussian sigma in nm, per sample"
+    )
+    depth_of_field_um: Positive = Field(
+        _c(3.0), description="full depth of field in µm, per sample"
+    )
     focal_offset_um: Dist = Field(
         _c(0.0), description="focal plane offset from the axis, µm, per sample"
     )
     n_slabs: int = Field(8, ge=2, le=64, description="depth slabs the volume is split into")
-
-    @model_validator(mode="after")
-    def _check(self) -> PSFConfig:
-        _require_bounds(self.sigma_focus_nm, "sigma_focus_nm", lo=0.0)
-        _require_bounds(self.depth_of_field_um, "depth_of_field_um", lo=0.0, lo_open=True)
-        return self
 
     def max_sigma_vox(self, shape: tuple[int, int, int], voxel_nm: float) -> float:
         """Largest σ (voxels) any draw can give at the farthest depth of a volume of ``shape``."""
@@ -277,18 +243,12 @@ class MotionConfig(StrictModel):
     detector, so the blur grows with depth) and a translation by ``drift_px`` (random direction)."""
 
     enabled: bool = False
-    sweep_deg: Dist = Field(
+    sweep_deg: Annotated[Dist, Bounds(lo=0.0, hi=10.0)] = Field(
         _c(0.0), description="rotation during an exposure, degrees, per projection"
     )
-    drift_px: Dist = Field(
+    drift_px: NonNeg = Field(
         _c(0.0), description="translation during an exposure, pixels, per projection"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> MotionConfig:
-        _require_bounds(self.sweep_deg, "sweep_deg", lo=0.0, hi=10.0)
-        _require_bounds(self.drift_px, "drift_px", lo=0.0)
-        return self
 
 
 class AlignmentConfig(StrictModel):
@@ -304,31 +264,22 @@ class AlignmentConfig(StrictModel):
     axis_offset_px: Dist = Field(
         _c(0.0), description="tilt axis offset along the detector, per sample"
     )
-    axis_angle_deg: Dist = Field(
+    axis_angle_deg: Annotated[Dist, Bounds(lo=-45.0, hi=45.0)] = Field(
         _c(0.0), description="in-plane rotation of the tilt axis, per sample"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> AlignmentConfig:
-        _require_bounds(self.axis_angle_deg, "axis_angle_deg", lo=-45.0, hi=45.0)
-        return self
 
 
 class RingsConfig(StrictModel):
     """Detector defects: pixels whose gain differs between flat field and projections (→ rings)."""
 
     enabled: bool = False
-    defect_fraction: Dist = Field(_c(0.002), description="fraction of defective pixels, per sample")
-    gain_error: Dist = Field(
+    defect_fraction: Annotated[Dist, Bounds(lo=0.0, hi=1.0)] = Field(
+        _c(0.002), description="fraction of defective pixels, per sample"
+    )
+    gain_error: Annotated[Dist, Bounds(lo=-0.99)] = Field(
         Dist(normal=(0.0, 0.05), clamp=(-0.5, 0.5)),
         description="relative gain error of a defective pixel, per pixel",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> RingsConfig:
-        _require_bounds(self.defect_fraction, "defect_fraction", lo=0.0, hi=1.0)
-        _require_bounds(self.gain_error, "gain_error", lo=-0.99)
-        return self
 
 
 class DamageConfig(StrictModel):
@@ -336,18 +287,12 @@ class DamageConfig(StrictModel):
     isotropic shrinkage about the volume centre and loss of contrast (mass loss)."""
 
     enabled: bool = False
-    shrinkage: Dist = Field(
+    shrinkage: Annotated[Dist, Bounds(lo=0.0, hi=0.5)] = Field(
         _c(0.01), description="relative linear shrinkage at the end, per sample"
     )
-    mass_loss: Dist = Field(
+    mass_loss: Annotated[Dist, Bounds(lo=0.0, hi=1.0)] = Field(
         _c(0.05), description="relative LAC loss at the end of the series, per sample"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> DamageConfig:
-        _require_bounds(self.shrinkage, "shrinkage", lo=0.0, hi=0.5)
-        _require_bounds(self.mass_loss, "mass_loss", lo=0.0, hi=1.0)
-        return self
 
 
 class AcquisitionConfig(StrictModel):
@@ -359,7 +304,7 @@ class AcquisitionConfig(StrictModel):
     fiducials: FiducialConfig = FiducialConfig()
     cracks: CracksConfig = CracksConfig()
     background_noise: BackgroundNoiseConfig = BackgroundNoiseConfig()
-    # image formation
+    # image formation, applied in the order of factory.acquisition.simulate.CHAIN (not this one)
     damage: DamageConfig = DamageConfig()
     psf: PSFConfig = PSFConfig()
     motion: MotionConfig = MotionConfig()

@@ -12,7 +12,6 @@ import io
 
 import numpy as np
 
-VOLUME_FIELDS = ("phantom", "recon", "noisy", "labels")
 _TITLES = {
     "phantom": "phantom LAC (1/µm)",
     "recon": "reconstruction",
@@ -101,14 +100,9 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def dataset_card(
-    manifest: dict, class_fractions: dict[str, float], param_ranges: dict, command: str
-) -> str:
-    """The ``README.md`` text of a dataset from its manifest and index statistics."""
-    m = manifest
-    code = m["code"]
-    grid = m["config"]["grid"]
-    lines = [
+def _card_header(m: dict) -> list[str]:
+    """The YAML front matter and the title of the card."""
+    return [
         "---",
         f"pretty_name: {m['name']} (simulated cryo soft X-ray tomography)",
         f"dataset_version: {m['version']}",
@@ -125,6 +119,14 @@ def dataset_card(
         "Simulated cryo soft X-ray tomography of yeast-like cells: phantoms with voxel labels,",
         "their simulated tilt series and reconstructions (SimAQ method, Egebjerg & Wüstner,",
         "arXiv 2508.10821), written as WebDataset shards by the SimAQ data factory.",
+    ]
+
+
+def _card_provenance(m: dict, command: str) -> list[str]:
+    """How it was generated: command, config hash, seed rule, code versions, grid (nm)."""
+    code = m["code"]
+    grid = m["config"]["grid"]
+    return [
         "",
         "## How it was generated",
         "",
@@ -136,6 +138,12 @@ def dataset_card(
         f"torch {code.get('torch')}, ray {code.get('ray')}",
         f"- created: {m['created']}",
         f"- grid: {grid['shape']} voxels (Z, Y, X) of {grid['voxel_nm']} nm; Y is the tilt axis",
+    ]
+
+
+def _card_fields(m: dict) -> list[str]:
+    """The table of the shard members: dtype, shape (axes) and units of every array field."""
+    lines = [
         "",
         "## Fields",
         "",
@@ -150,8 +158,13 @@ def dataset_card(
             f"| {name} | `KEY.{f['member']}` | {f['dtype']} | {shape} ({f['axes']}) "
             f"| {f['units']} |"
         )
-    lines += [
-        "| meta | `KEY.meta.json` | JSON | | seed, every drawn parameter, the objects |",
+    lines.append("| meta | `KEY.meta.json` | JSON | | seed, every drawn parameter, the objects |")
+    return lines
+
+
+def _card_splits(m: dict) -> list[str]:
+    """Samples and shards per split, total size (MiB) and size per sample (KiB)."""
+    lines = [
         "",
         "## Splits and shards",
         "",
@@ -162,12 +175,18 @@ def dataset_card(
         k = sum(1 for s in m["shards"] if s["split"] == split)
         lines.append(f"| {split} | {n} | {k} |")
     total = sum(s["bytes"] for s in m["shards"])
-    lines += [
+    return lines + [
         "",
         f"{len(m['shards'])} shards, {total / 2**20:.1f} MiB, "
         f"{total / max(m['num_samples'], 1) / 2**10:.1f} KiB per sample. Samples of a shard are",
         "a fixed range of global indices; keys are those indices on 9 digits. `index.parquet`",
         "has one row per sample (key, split, shard, drawn parameters, class fractions).",
+    ]
+
+
+def _card_statistics(m: dict, class_fractions: dict[str, float], param_ranges: dict) -> list[str]:
+    """Voxel fraction per class (in label id order) and the range of every drawn parameter."""
+    lines = [
         "",
         f"## Class fractions (voxels, label scheme `{m['labels']['scheme']}`)",
         "",
@@ -186,8 +205,13 @@ def dataset_card(
         ]
         for name, (lo, hi) in param_ranges.items():
             lines.append(f"| {name} | {_fmt(lo)} | {_fmt(hi)} |")
+    return lines
+
+
+def _card_reading(m: dict) -> list[str]:
+    """How to read the first shard with plain ``webdataset``, and the preview figure."""
     first = m["shards"][0]["url"] if m["shards"] else "shards/train-000000.tar"
-    lines += [
+    return [
         "",
         "## Reading it",
         "",
@@ -206,4 +230,30 @@ def dataset_card(
         "![preview: centre slices of sample 0](preview.png)",
         "",
     ]
-    return "\n".join(lines)
+
+
+def dataset_card(
+    manifest: dict, class_fractions: dict[str, float], param_ranges: dict, command: str
+) -> str:
+    """The ``README.md`` text of a dataset from its manifest and index statistics.
+
+    Parameters
+    ----------
+    manifest : dict
+        The dataset's ``manifest.json``.
+    class_fractions : dict of str to float
+        Voxel fraction of each class over the dataset, in label id order.
+    param_ranges : dict of str to (float, float)
+        ``(min, max)`` of every drawn parameter over the dataset (may be empty).
+    command : str
+        The command line that generated the dataset.
+    """
+    m = manifest
+    return "\n".join(
+        _card_header(m)
+        + _card_provenance(m, command)
+        + _card_fields(m)
+        + _card_splits(m)
+        + _card_statistics(m, class_fractions, param_ranges)
+        + _card_reading(m)
+    )

@@ -8,9 +8,8 @@ import sys
 
 import typer
 
+from factory.cli_options import DatasetRoot, EndpointUrl, Verbose
 from factory.errors import UserError
-
-_ENDPOINT_HELP = "S3 endpoint, e.g. http://127.0.0.1:9000 (default: $SIMAQ_S3_ENDPOINT, else AWS)"
 
 
 def parse_splits(text: str) -> dict[str, float]:
@@ -99,10 +98,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(
             False, "--resume", help="finish an interrupted run (same config and seed)"
         ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
-        verbose: bool = typer.Option(
-            False, "--verbose", "-v", help="show Ray's banners and the workers' logs"
-        ),
+        endpoint_url: EndpointUrl = None,
+        verbose: Verbose = False,
     ) -> None:
         """Generate a sharded, versioned WebDataset of simulated samples."""
         from factory.dataset.generate import generate_dataset
@@ -137,12 +134,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("verify")
     def verify(
-        dataset: str = typer.Argument(
-            ..., help="dataset root (local or s3://) or its manifest.json"
-        ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        dataset: DatasetRoot,
+        endpoint_url: EndpointUrl = None,
     ) -> None:
-        """Recompute every shard's sha256 and sample count against the manifest (exit 1 if not)."""
+        """Check every shard against the manifest: size, sha256, and each member as readers check
+        it (exit 1 if a shard does not match, 2 if one matches but its content is refused)."""
         from factory.dataset.manifest import read_manifest
         from factory.dataset.tools import verify_dataset
 
@@ -164,11 +160,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect(
-        dataset: str = typer.Argument(
-            ..., help="dataset root (local or s3://) or its manifest.json"
-        ),
+        dataset: DatasetRoot,
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
     ) -> None:
         """Version, counts, sizes, class fractions and drawn parameter ranges of a dataset."""
         from factory.dataset.tools import inspect_dataset
@@ -199,12 +193,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("preview")
     def preview(
-        dataset: str = typer.Argument(
-            ..., help="dataset root (local or s3://) or its manifest.json"
-        ),
+        dataset: DatasetRoot,
         index: int = typer.Option(0, "--index", help="global sample index"),
         out: str = typer.Option(..., "--out", help="PNG file to write"),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
     ) -> None:
         """Centre slices of every field of one sample, with the labels overlaid, as a PNG."""
         from factory.dataset.tools import preview_dataset
@@ -217,7 +209,7 @@ def register(app: typer.Typer) -> None:
         url: str = typer.Argument(
             ..., help="destination, e.g. s3://bucket/datasets (→ URL/NAME/VERSION)"
         ),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
     ) -> None:
         """Copy a dataset to object storage, verify the copy, and write its manifest there last."""
         from factory.dataset.storage import safe_url

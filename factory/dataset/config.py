@@ -21,8 +21,6 @@ from pydantic import Field, model_validator
 
 from factory.params import StrictModel
 
-FIELD_NAMES = ("phantom", "labels", "sinogram", "recon", "noisy")
-FLOAT_FIELDS = ("phantom", "sinogram", "recon", "noisy")
 SPLIT_ORDER = ("train", "val", "test")
 _SPLIT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")

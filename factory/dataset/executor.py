@@ -55,7 +55,11 @@ def run_local(
     on_progress: ProgressFn | None = None,
     on_record: RecordFn | None = None,
 ) -> list[dict]:
-    """Build ``specs`` one after the other in this process."""
+    """Build ``specs`` one after the other in this process.
+
+    Returns the shards' slim records; with ``on_record`` each is handed to it instead and the list
+    returned is empty (a driver folds them in as they come, and holds nothing per shard).
+    """
     import torch
 
     threads = torch.get_num_threads()
@@ -66,9 +70,10 @@ def run_local(
         records = []
         for spec in specs:
             rec = builder.build(spec, on_progress)
-            records.append(rec)
             if on_record is not None:
                 on_record(rec)
+            else:
+                records.append(rec)
         return records
     finally:
         torch.set_num_threads(threads)
@@ -187,6 +192,10 @@ def run_ray(
     On a shard failure no new shard is started; those in flight finish (and are committed), then
     :class:`ShardFailed` is raised for the first failure. ``on_ready`` is called once every actor
     has been constructed (benchmarks time the steady state from there).
+
+    Returns the shards' slim records; with ``on_record`` each is handed to it instead and the list
+    returned is empty. ``on_progress`` hears of shards in flight only (at most once more per
+    shard, when it is done), so what the driver keeps does not grow with the shard count.
     """
     import ray
 
@@ -227,7 +236,7 @@ def run_ray(
     checked = time.monotonic()
     records: list[dict] = []
     failure: ShardFailed | None = None
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # samples reported per shard in flight
     take = progress.take.remote() if on_progress is not None else None  # the poll in flight
     try:
         while pending or inflight:
@@ -282,8 +291,9 @@ def run_ray(
                     except ray.exceptions.RayError:  # lost with its node: skip this poll
                         updates = {}
                     take = progress.take.remote()
+                    running = {spec.name for _, spec in inflight.values()}
                     for name, done in updates.items():
-                        if done > seen.get(name, 0):
+                        if name in running and done > seen.get(name, 0):
                             seen[name] = done
                             on_progress(name, done)
             for ref in ready:
@@ -317,13 +327,13 @@ def run_ray(
                         )
                         failure = ShardFailed(spec.name, msg, user)
                     continue
-                if on_progress is not None and seen.get(spec.name, 0) < spec.nsamples:
-                    seen[spec.name] = spec.nsamples
+                if on_progress is not None and seen.pop(spec.name, 0) < spec.nsamples:
                     on_progress(spec.name, spec.nsamples)
                 cancelled.discard(ref)
-                records.append(rec)
                 if on_record is not None:
                     on_record(rec)
+                else:
+                    records.append(rec)
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -4,13 +4,21 @@ Datasets come from people we may not know, so everything read here is validated 
 
 * :func:`read_manifest` checks the format version, the required keys, and that every shard url is a
   plain relative path that stays inside the dataset root (no ``..``, no absolute path, no scheme),
-  that index ranges do not overlap, and that ``content_sha256`` matches the shard checksums.
+  that index ranges do not overlap, that ``content_sha256`` matches the shard checksums (and the
+  WebDataset ``shardlist`` the shards), and that each field's ``dtype``/``shape_max`` is a plain
+  numeric dtype and a list of sizes.
 * :func:`iter_samples` reads one shard; with ``verify=True`` (the default) it checks the shard's
   size and sha256 *before* yielding anything (local shards are hashed in a first pass, remote ones
   are spooled to a temporary file while hashing). Members must be regular files named ``{9-digit
   key}.{field}.npy[.gz]`` or ``{key}.meta.json`` with keys in the shard's range, in order; pickles
-  (``.pyd``, ``.pkl``, pickled ``.npy``), links, paths with ``/`` or ``..`` are refused. Arrays are
-  decoded with ``allow_pickle=False`` and gzip members are inflated with a size cap.
+  (``.pyd``, ``.pkl``, pickled ``.npy``), links, paths with ``/`` or ``..`` are refused. A local
+  shard that is a symbolic link (or lies under one inside the dataset root) is refused unopened.
+* Every ``.npy`` member goes through :func:`read_npy`: its header is parsed without pickle (at most
+  :data:`NPY_HEADER_LIMIT` bytes) and checked by :func:`check_npy_header` -- plain numeric dtype
+  (no objects, records, strings), the manifest field's ``dtype``, at most its ``shape_max``, and
+  a payload exactly as long as the header says -- *before* any array is loaded. gzip members are
+  inflated while read, with a size cap. :func:`scan_shard` (``simaq verify``) and ``publish`` run
+  the same checks without keeping the arrays.
 
 Errors are :class:`DatasetError` (a :class:`~factory.errors.UserError`) naming the shard and member.
 """
@@ -20,9 +28,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
 import posixpath
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -39,6 +50,9 @@ HARD_MEMBER_CAP = 16 << 30
 _CHUNK = 4 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MEMBER_RE = re.compile(r"^(\d{9})\.([a-z][a-z0-9_]*)\.(npy|npy\.gz|json)$")
+NPY_HEADER_LIMIT = 16 << 10  # magic + length + numpy's 10000-character header cap, rounded up
+_NPY_KINDS = "biufc"  # bool, signed/unsigned integers, floats, complex: nothing else is decoded
+_MAX_NDIM = 32
 REQUIRED_KEYS = (
     "format_version",
     "name",
@@ -148,7 +162,63 @@ def validate_manifest(m) -> dict:
             raise DatasetError(f"manifest: splits.{split} is {count} but its shards hold {got}")
     if m["content_sha256"] != content_sha256(m["shards"]):
         raise DatasetError("manifest: content_sha256 does not match the shard checksums")
+    _check_shardlist(m)
+    for name, spec in m["fields"].items():
+        _check_field_spec(name, spec)
     return m
+
+
+def _check_shardlist(m: dict) -> None:
+    """The WebDataset ``shardlist`` (if any) must describe exactly the manifest's shards."""
+    if "shardlist" not in m:
+        return
+    want = [(s["url"], s["nsamples"], s["bytes"], s["sha256"]) for s in m["shards"]]
+    got = m["shardlist"]
+    if not isinstance(got, list) or not all(isinstance(e, dict) for e in got):
+        raise DatasetError("manifest: shardlist must be a list of objects")
+    have = [(e.get("url"), e.get("nsamples"), e.get("filesize"), e.get("sha256")) for e in got]
+    if sorted(have, key=repr) != sorted(want, key=repr):
+        raise DatasetError(
+            "manifest: shardlist does not match shards (url, nsamples, filesize, sha256)"
+        )
+
+
+def plain_dtype(dtype) -> bool:
+    """True for the dtypes a shard may hold: bool, integers, floats, complex (no objects, records,
+    strings, sub-arrays, dates)."""
+    return (
+        dtype.kind in _NPY_KINDS
+        and not dtype.hasobject
+        and dtype.names is None
+        and dtype.subdtype is None
+    )
+
+
+def _check_field_spec(name, spec) -> None:
+    """A ``fields`` entry: ``dtype`` a plain numeric dtype name, ``shape_max`` a list of sizes."""
+    if not isinstance(spec, dict):
+        raise DatasetError(f"manifest: fields.{name} must be an object")
+    if "dtype" in spec:
+        dt = spec["dtype"]
+        try:
+            ok = isinstance(dt, str) and plain_dtype(np.dtype(dt)) and str(np.dtype(dt)) == dt
+        except (TypeError, ValueError, SyntaxError):
+            ok = False
+        if not ok:
+            raise DatasetError(
+                f"manifest: fields.{name}.dtype {str(dt)[:80]!r} is not a plain numeric dtype "
+                "name (e.g. 'float16', 'uint8')"
+            )
+    if "shape_max" in spec:
+        smax = spec["shape_max"]
+        if (
+            not isinstance(smax, list)
+            or len(smax) > _MAX_NDIM
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in smax)
+        ):
+            raise DatasetError(
+                f"manifest: fields.{name}.shape_max must be a list of sizes, got {str(smax)[:80]}"
+            )
 
 
 def read_manifest(url: str, *, endpoint_url: str | None = None) -> dict:
@@ -201,49 +271,271 @@ def _check_digest(name: str, record: dict, size: int, digest: str) -> None:
         raise DatasetError(f"shard {name}: sha256 mismatch (corrupt or altered shard)")
 
 
-def _inflate(data: bytes, cap: int, where: str) -> bytes:
-    d = zlib.decompressobj(wbits=31)  # gzip container
-    out = d.decompress(data, cap + 1)
-    if len(out) > cap or d.unconsumed_tail:
-        raise DatasetError(f"{where}: inflates beyond {cap} bytes (refused)")
-    if not d.eof:
-        raise DatasetError(f"{where}: truncated gzip stream")
-    return out
+class _Gunzip:
+    """A gzip member inflated while it is read: at most ``cap`` bytes out, one complete gzip stream
+    and nothing after it (each refused with a :class:`DatasetError` naming ``where``)."""
+
+    def __init__(self, raw, cap: int, where: str):
+        self._raw, self._cap, self._where = raw, cap, where
+        self._d = zlib.decompressobj(wbits=31)  # gzip container
+        self._pending = memoryview(b"")
+        self._out = 0
+
+    def _more(self) -> bool:
+        """Inflate the next piece into ``_pending``; False at the end of the stream."""
+        while True:
+            if self._d.eof:
+                if self._d.unused_data or self._raw.read(1):
+                    raise DatasetError(f"{self._where}: data after the end of the gzip stream")
+                return False
+            data = self._d.unconsumed_tail or self._raw.read(_CHUNK)
+            if not data:
+                raise DatasetError(f"{self._where}: truncated gzip stream")
+            try:
+                out = self._d.decompress(data, _CHUNK)
+            except zlib.error as err:
+                raise DatasetError(f"{self._where}: not a valid gzip stream ({err})") from None
+            if out:
+                self._out += len(out)
+                if self._out > self._cap:
+                    raise DatasetError(
+                        f"{self._where}: inflates beyond {self._cap} bytes (refused)"
+                    )
+                self._pending = memoryview(out)
+                return True
+
+    def readinto(self, buf) -> int:
+        mv = memoryview(buf).cast("B")
+        n = 0
+        while n < len(mv):
+            if not len(self._pending) and not self._more():
+                break
+            k = min(len(mv) - n, len(self._pending))
+            mv[n : n + k] = self._pending[:k]
+            self._pending = self._pending[k:]
+            n += k
+        return n
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(buf)])
 
 
-def _decode_npy(data: bytes, where: str, expect: dict | None) -> np.ndarray:
+def _fill(fp, mv: memoryview) -> int:
+    """Read into ``mv`` until it is full or ``fp`` ends; the number of bytes read."""
+    n = 0
+    while n < len(mv):
+        k = fp.readinto(mv[n:])
+        if not k:
+            break
+        n += k
+    return n
+
+
+def _skip(fp, n: int) -> int:
+    """Read and drop up to ``n`` bytes of ``fp``; the number of bytes there were."""
+    buf = memoryview(bytearray(min(n, _CHUNK)))
+    got = 0
+    while got < n:
+        k = fp.readinto(buf[: min(len(buf), n - got)])
+        if not k:
+            break
+        got += k
+    return got
+
+
+def check_npy_header(
+    prefix: bytes, where: str, expect: dict | None, cap: int
+) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
+    """Parse and check the header at the start of an ``.npy`` member, without pickle.
+
+    The one header check of every reader and of ``verify``. ``prefix``: the member's first bytes
+    (:data:`NPY_HEADER_LIMIT` hold any header numpy accepts; a longer claimed header reads as
+    truncated). ``expect``: the manifest's description of the field (``dtype``, ``shape_max``),
+    or None. Returns ``(dtype, shape, fortran_order, header bytes, payload bytes)``.
+
+    Refused (:class:`DatasetError` naming ``where`` and the value): a bad magic string, version or
+    header; a dtype that is not plain numeric (objects, records, strings, sub-arrays, dates); a
+    dtype other than the manifest's; a shape with more dimensions or larger sizes than
+    ``shape_max``; a payload larger than ``cap``.
+    """
+    fp = io.BytesIO(prefix)
+    fmt = np.lib.format
     try:
-        arr = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except ValueError as err:  # pickled object arrays, oversized headers, bad magic
-        raise DatasetError(f"{where}: not a plain .npy array ({err})") from None
-    if arr.dtype.hasobject:
-        raise DatasetError(f"{where}: object arrays are refused")
-    if expect:
-        if str(arr.dtype) != expect.get("dtype", str(arr.dtype)):
-            raise DatasetError(f"{where}: dtype {arr.dtype} != {expect['dtype']} in the manifest")
-        smax = expect.get("shape_max")
-        if smax is not None and (
-            arr.ndim != len(smax) or any(a > b for a, b in zip(arr.shape, smax, strict=False))
-        ):
-            raise DatasetError(f"{where}: shape {arr.shape} exceeds {tuple(smax)} in the manifest")
-    return arr
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise ValueError(
+                f"format version {version[0]}.{version[1]} (only 1.0 and 2.0 are read)"
+            )
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        if reason.startswith("malformed node"):  # ast.literal_eval met an expression
+            reason = "the header is not a plain literal dictionary"
+        raise DatasetError(f"{where}: not a plain .npy array ({reason})") from None
+    if not plain_dtype(dtype):
+        raise DatasetError(
+            f"{where}: dtype {str(dtype)[:80]} is refused (only plain numeric arrays: "
+            "no objects, records or strings)"
+        )
+    if expect and "dtype" in expect and str(dtype) != expect["dtype"]:
+        raise DatasetError(f"{where}: dtype {dtype} != {expect['dtype']} in the manifest")
+    shown = str(tuple(shape))[:80]
+    if len(shape) > _MAX_NDIM or any(v < 0 for v in shape):
+        raise DatasetError(f"{where}: shape {shown} is not a valid array shape")
+    smax = (expect or {}).get("shape_max")
+    if smax is not None and (
+        len(shape) != len(smax) or any(a > b for a, b in zip(shape, smax, strict=False))
+    ):
+        raise DatasetError(f"{where}: shape {shown} exceeds {tuple(smax)} in the manifest")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > cap:
+        raise DatasetError(
+            f"{where}: header claims {nbytes} bytes of data (shape {shown}), "
+            f"more than the limit {cap}"
+        )
+    return dtype, tuple(shape), fortran, fp.tell(), nbytes
+
+
+def read_npy(
+    fp, where: str, expect: dict | None, *, cap: int, size: int | None = None, load: bool = True
+) -> np.ndarray | None:
+    """One ``.npy`` member read from ``fp`` (its bytes, inflated if it was gzip-compressed).
+
+    The header is checked by :func:`check_npy_header` first; then the payload must be exactly as
+    long as the header says (``size``, the member's length when known, is checked before any
+    memory is allocated). With ``load`` the array is returned (writable, no pickle ever),
+    else the payload is only counted and None returned.
+    """
+    prefix = fp.read(NPY_HEADER_LIMIT)
+    dtype, shape, fortran, hlen, nbytes = check_npy_header(prefix, where, expect, cap)
+    have = len(prefix) - hlen  # payload bytes already read
+    if size is not None and size - hlen != nbytes:
+        raise DatasetError(
+            f"{where}: header claims {nbytes} bytes of data, the member holds {size - hlen}"
+        )
+    if have > nbytes:
+        raise DatasetError(f"{where}: more data than the {nbytes} bytes its header claims")
+    if not load and size is not None:
+        return None
+    out = None
+    if load:
+        out = np.empty(nbytes, np.uint8)
+        mv = memoryview(out)
+        mv[:have] = memoryview(prefix)[hlen:]
+        got = have + _fill(fp, mv[have:])
+    else:
+        got = have + _skip(fp, nbytes - have)
+    if got < nbytes:
+        raise DatasetError(f"{where}: header claims {nbytes} bytes of data, the member holds {got}")
+    if fp.read(1):
+        raise DatasetError(f"{where}: more data than the {nbytes} bytes its header claims")
+    if out is None:
+        return None
+    return out.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _member_cap(expect: dict | None) -> int:
-    if expect and expect.get("shape_max") and expect.get("dtype"):
+    """Largest ``.npy`` member (inflated) a field may have: its ``shape_max`` in its ``dtype``."""
+    if expect and expect.get("shape_max") is not None and expect.get("dtype"):
         try:
-            n = (
-                int(np.prod(expect["shape_max"], dtype=np.int64))
-                * np.dtype(expect["dtype"]).itemsize
-            )
+            n = math.prod(expect["shape_max"]) * np.dtype(expect["dtype"]).itemsize
             return min(n + (64 << 10), HARD_MEMBER_CAP)
         except (TypeError, ValueError):
             pass
     return HARD_MEMBER_CAP
 
 
-def _iter_tar(stream, name: str, record: dict, fields: dict | None) -> Iterator[dict]:
-    """Parse a shard tar stream into samples, with every safety check of the module docstring."""
+def _check_member(info: tarfile.TarInfo, name: str, fields: dict | None):
+    """Check one tar member's type, name, field and size before anything of it is read.
+
+    Returns
+    -------
+    where : str
+        ``shard NAME member 'MEMBER'``, for messages.
+    key, field, ext : str
+        The 9-digit sample key, the field name (``meta`` for JSON) and ``npy``, ``npy.gz`` or
+        ``json``.
+    expect : dict or None
+        The manifest's entry of the field (None for ``meta`` or without ``fields``).
+    cap : int
+        Largest (inflated) size of the member in bytes.
+    """
+    where = f"shard {name} member {info.name[:200]!r}"
+    if not info.isreg():
+        raise DatasetError(f"{where}: only regular files are allowed (links/dirs refused)")
+    m = _MEMBER_RE.match(info.name)
+    if m is None:
+        raise DatasetError(
+            f"{where}: unexpected member (allowed: KEY.FIELD.npy[.gz], KEY.meta.json; "
+            "no paths, no pickles)"
+        )
+    key, field, ext = m.groups()
+    if (ext == "json") != (field == "meta"):
+        raise DatasetError(f"{where}: unexpected member")
+    expect = None
+    if field != "meta" and fields is not None:
+        expect = fields.get(field)
+        if not isinstance(expect, dict):
+            raise DatasetError(
+                f"{where}: field {field!r} is not described in the manifest's fields "
+                f"({sorted(fields)})"
+            )
+    cap = _member_cap(expect) if field != "meta" else 64 << 20
+    if info.size > (cap if ext != "npy.gz" else HARD_MEMBER_CAP):
+        raise DatasetError(f"{where}: {info.size} bytes exceeds the limit {cap}")
+    return where, key, field, ext, expect, cap
+
+
+def _check_key(where: str, key: str, last_index: int, first: int, n: int) -> int:
+    """The index of a new sample's ``key``; refused unless above ``last_index`` and in
+    ``[first, first + n)``."""
+    idx = int(key)
+    if idx <= last_index or not first <= idx < first + n:
+        raise DatasetError(
+            f"{where}: key out of order or outside [{first}, {first + n}) "
+            "(duplicate or foreign sample)"
+        )
+    return idx
+
+
+def _read_member(fh, size: int, where: str, ext: str, expect: dict | None, cap: int, load: bool):
+    """The decoded member: a dict (JSON), an array (``.npy[.gz]``), or None (array not ``load``-ed).
+
+    ``size`` is the member's length in the tar (bytes, before any inflating).
+    """
+    if ext == "json":
+        data = fh.read()
+        if len(data) != size:
+            raise DatasetError(f"{where}: truncated")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise DatasetError(f"{where}: invalid JSON ({err})") from None
+    gz = ext == "npy.gz"
+    return read_npy(
+        _Gunzip(fh, cap, where) if gz else fh,
+        where,
+        expect,
+        cap=cap,
+        size=None if gz else size,
+        load=load,
+    )
+
+
+def _iter_tar(
+    stream, name: str, record: dict, fields: dict | None, *, load: bool = True
+) -> Iterator[dict]:
+    """Parse a shard tar stream into samples, with every safety check of the module docstring.
+
+    ``fields`` (the manifest's): each ``.npy`` member is checked against its field's entry, and a
+    field the manifest does not describe is refused. Without ``load`` the checks are the same but
+    arrays are not kept (the samples hold None): ``verify``. A sample is yielded when the next
+    one's first member is met, before that member's key is checked.
+    """
     first, n = record["first_index"], record["nsamples"]
     current: dict | None = None
     last_index = first - 1
@@ -254,50 +546,17 @@ def _iter_tar(stream, name: str, record: dict, fields: dict | None) -> Iterator[
         raise DatasetError(f"shard {name}: not a tar file ({err})") from None
     try:
         for info in tar:
-            where = f"shard {name} member {info.name!r}"
-            if not info.isreg():
-                raise DatasetError(f"{where}: only regular files are allowed (links/dirs refused)")
-            m = _MEMBER_RE.match(info.name)
-            if m is None:
-                raise DatasetError(
-                    f"{where}: unexpected member (allowed: KEY.FIELD.npy[.gz], KEY.meta.json; "
-                    "no paths, no pickles)"
-                )
-            key, field, ext = m.groups()
-            if (ext == "json") != (field == "meta"):
-                raise DatasetError(f"{where}: unexpected member")
-            expect = (fields or {}).get(field)
-            cap = _member_cap(expect) if field != "meta" else 64 << 20
-            if info.size > (cap if ext != "npy.gz" else HARD_MEMBER_CAP):
-                raise DatasetError(f"{where}: {info.size} bytes exceeds the limit {cap}")
+            where, key, field, ext, expect, cap = _check_member(info, name, fields)
             if current is None or key != current["__key__"]:
                 if current is not None:
                     yield current
                     count += 1
-                idx = int(key)
-                if idx <= last_index or not first <= idx < first + n:
-                    raise DatasetError(
-                        f"{where}: key out of order or outside [{first}, {first + n}) "
-                        "(duplicate or foreign sample)"
-                    )
-                last_index = idx
+                last_index = _check_key(where, key, last_index, first, n)
                 current = {"__key__": key}
-            fh = tar.extractfile(info)
-            data = fh.read() if fh is not None else b""
-            if len(data) != info.size:
-                raise DatasetError(f"{where}: truncated")
-            if ext == "npy.gz":
-                data = _inflate(data, cap, where)
-            outname = "meta" if field == "meta" else field
-            if outname in current:
+            if field in current:
                 raise DatasetError(f"{where}: field given twice for one sample")
-            if ext == "json":
-                try:
-                    current["meta"] = json.loads(data)
-                except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                    raise DatasetError(f"{where}: invalid JSON ({err})") from None
-            else:
-                current[outname] = _decode_npy(data, where, expect)
+            fh = tar.extractfile(info)
+            current[field] = _read_member(fh, info.size, where, ext, expect, cap, load)
         if current is not None:
             yield current
             count += 1
@@ -305,6 +564,35 @@ def _iter_tar(stream, name: str, record: dict, fields: dict | None) -> Iterator[
         raise DatasetError(f"shard {name}: damaged tar ({err})") from None
     if count != n:
         raise DatasetError(f"shard {name}: holds {count} samples, the manifest says {n}")
+
+
+def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
+    """Refuse a local ``rootpath/url`` that is a symbolic link, lies under one inside the root, or
+    is not a regular file (a FIFO, a device); ``what`` names it in the message.
+
+    Only the part below the dataset root is checked (the root itself is the user's choice). Object
+    stores have no links: nothing to check. A missing path passes (opening it reports it).
+    """
+    from factory.dataset.storage import is_local
+
+    if not is_local(fs):
+        return
+    path, parts = rootpath, url.split("/")
+    st = None
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:  # missing, or a parent is not a directory: the open says which
+            return
+        if stat.S_ISLNK(st.st_mode):
+            link = "/".join(parts[: i + 1])
+            raise DatasetError(
+                f"{what}: {link!r} is a symbolic link inside the dataset root "
+                "(refused: a link may point outside it)"
+            )
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise DatasetError(f"{what}: not a regular file")
 
 
 def iter_samples(
@@ -318,8 +606,9 @@ def iter_samples(
     """Yield the samples of one shard: ``{"__key__", "<field>": ndarray, ..., "meta": dict}``.
 
     ``shard_record`` is one entry of ``manifest["shards"]``; ``fields`` (``manifest["fields"]``),
-    when given, also checks each array's dtype and maximum shape and bounds inflated sizes.
-    With ``verify`` the shard's size and sha256 are checked before the first sample is yielded.
+    when given, also checks each array's dtype and maximum shape against the manifest (before it
+    is loaded), bounds inflated sizes and refuses fields the manifest does not describe. With
+    ``verify`` the shard's size and sha256 are checked before the first sample is yielded.
     """
     from factory.dataset.storage import is_local, resolve_filesystem
 
@@ -328,6 +617,7 @@ def iter_samples(
     root, _ = _dataset_root(dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
     path = posixpath.join(rootpath, url)
+    check_no_links(fs, rootpath, url, f"shard {name}")
     try:
         if not verify:
             with fs.open_input_stream(path) as fh:
@@ -352,36 +642,45 @@ def iter_samples(
         raise DatasetError(f"shard {name}: missing") from None
 
 
-def scan_shard(
-    dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None
-) -> tuple[int, str, int]:
-    """``(bytes, sha256, sample count)`` of a shard read in one streaming pass (no decoding).
+def scan_stream(
+    fh, name: str, record: dict, fields: dict | None
+) -> tuple[int, str, DatasetError | None]:
+    """``(bytes, sha256, refusal)`` of a shard stream read in one pass (``verify``, ``publish``).
 
-    Raises :class:`DatasetError` (after the pass) if a member is not a regular file named
-    ``KEY.FIELD.npy[.gz]`` / ``KEY.meta.json`` (pickles, paths, links): such a shard never
-    verifies, whatever its checksum.
+    Every member is checked as :func:`iter_samples` checks it (names, keys, ``.npy`` headers
+    against ``fields`` and payload sizes, JSON), without keeping any array. ``refusal`` is the
+    first :class:`DatasetError` (None if the shard reads cleanly); the stream is read to its end
+    either way, so size and sha256 are the whole file's: a caller tells corruption (checksums
+    differ from the manifest's) from a consistent but refused shard.
+    """
+    reader = _HashingReader(fh)
+    refused = None
+    try:
+        for _ in _iter_tar(reader, name, record, fields, load=False):
+            pass
+    except DatasetError as err:
+        refused = err
+    reader.drain()
+    return reader.size, reader.sha.hexdigest(), refused
+
+
+def scan_shard(
+    dataset_url: str,
+    shard_record: dict,
+    *,
+    endpoint_url: str | None = None,
+    fields: dict | None = None,
+) -> tuple[int, str, DatasetError | None]:
+    """:func:`scan_stream` of one shard of the dataset at ``dataset_url``.
+
+    Raises :class:`DatasetError` for a local shard that is a link (never opened) and
+    ``FileNotFoundError`` for a missing one.
     """
     from factory.dataset.storage import resolve_filesystem
 
     url = check_relative_url(shard_record.get("url"))
     root, _ = _dataset_root(dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
-    keys = set()
-    unsafe = None
+    check_no_links(fs, rootpath, url, f"shard {url}")
     with fs.open_input_stream(posixpath.join(rootpath, url)) as fh:
-        reader = _HashingReader(fh)
-        try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
-                for info in tar:
-                    keys.add(info.name.split(".", 1)[0])
-                    if unsafe is None and (not info.isreg() or not _MEMBER_RE.match(info.name)):
-                        unsafe = info.name
-        except (tarfile.TarError, EOFError):
-            keys = set()
-        reader.drain()
-    if unsafe is not None:
-        raise DatasetError(
-            f"unexpected member {unsafe[:200]!r} (allowed: regular files KEY.FIELD.npy[.gz], "
-            "KEY.meta.json; no paths, links or pickles)"
-        )
-    return reader.size, reader.sha.hexdigest(), len(keys)
+        return scan_stream(fh, url, shard_record, fields)

@@ -54,10 +54,6 @@ def safe_url(url: str) -> str:
     return url
 
 
-def is_remote(url: str) -> bool:
-    return urlsplit(str(url)).scheme == "s3"
-
-
 def absolute_url(url: str) -> str:
     """``url`` with a local path made absolute against the current directory (``~`` expanded).
 

@@ -1,10 +1,16 @@
 """Working with finished datasets: verify, inspect, preview and publish.
 
+``verify`` reads every shard once: size and sha256 against the manifest (a mismatch is a problem
+listed, exit 1), and every member checked as the readers check it (names, keys, ``.npy`` headers
+against the manifest's fields, payload sizes); a shard whose checksums match but whose content is
+refused raises :class:`DatasetError` (exit 2): the manifest's author wrote it that way.
+
 ``publish`` copies a dataset to ``URL/{name}/{version}/`` (TFDS-like layout, so versions live side
-by side): shards first (each hashed while copied and checked against the source manifest), then the
-index and the card; then it re-reads every copied shard from the destination and checks size and
-sha256; the manifest is written **last**, byte for byte the source's. A destination that already
-holds a manifest for that version is refused; a destination left without a manifest by an
+by side): shards first (each hashed and checked as ``verify`` does while copied; refused before it
+is committed), then the index and the card; then it re-reads every copied shard from the
+destination and verifies it; the manifest is written **last**, byte for byte the source's. Local
+shards, index and card that are symbolic links are refused, never followed. A destination that
+already holds a manifest for that version is refused; a destination left without a manifest by an
 interrupted publish is completed by running it again.
 """
 
@@ -19,9 +25,11 @@ from factory.dataset.manifest import (
     MANIFEST_NAME,
     DatasetError,
     _dataset_root,
+    check_no_links,
     iter_samples,
     read_manifest,
     scan_shard,
+    scan_stream,
 )
 from factory.errors import UserError
 
@@ -31,7 +39,9 @@ EXTRA_FILES = ("index.parquet", "README.md", "preview.png")
 def verify_dataset(
     url: str, *, endpoint_url: str | None = None, progress: bool = False
 ) -> list[str]:
-    """Problems found (empty if the dataset is intact): each shard's size, sha256, sample count."""
+    """Problems found (empty if the dataset is intact): each shard missing, unreadable, or whose
+    size or sha256 differs from the manifest's. Raises :class:`DatasetError` for a shard whose
+    checksums match but whose content is refused (see the module docstring)."""
     m = read_manifest(url, endpoint_url=endpoint_url)
     root, _ = _dataset_root(url)
     return verify_dataset_at(root, m, endpoint_url=endpoint_url, progress=progress)
@@ -44,15 +54,10 @@ def _index_file(url: str, *, endpoint_url: str | None = None):
     root, _ = _dataset_root(url)
     fs, path = storage.resolve_filesystem(root, endpoint_url=endpoint_url)
     p = storage.join(path, "index.parquet")
+    check_no_links(fs, path, "index.parquet", "index.parquet")
     if not storage.is_file(fs, p):
         return None
     return pq.ParquetFile(io.BytesIO(storage.read_bytes(fs, p)))
-
-
-def read_index(url: str, *, endpoint_url: str | None = None):
-    """The dataset's ``index.parquet`` as a ``pyarrow.Table`` (None if absent)."""
-    pf = _index_file(url, endpoint_url=endpoint_url)
-    return None if pf is None else pf.read()
 
 
 def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
@@ -138,33 +143,48 @@ def preview_dataset(url: str, index: int, out: str, *, endpoint_url: str | None 
     return str(path)
 
 
-def _copy(sfs, spath: str, dfs, droot: str, dpath: str) -> tuple[int, str, str]:
-    """Copy one file to a temporary name; return ``(bytes, sha256, temporary path)``."""
+class _Tee:
+    """A readable that writes everything read from ``src`` to ``dst``."""
+
+    def __init__(self, src, dst):
+        self.src, self.dst = src, dst
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n) if n is not None and n >= 0 else self.src.read()
+        self.dst.write(data)
+        return data
+
+
+def _copy(
+    sfs, spath: str, dfs, droot: str, dpath: str, *, shard: dict | None = None, fields=None
+) -> tuple[int, str, str, DatasetError | None]:
+    """Copy one file to a temporary name; return ``(bytes, sha256, temporary path, refusal)``.
+
+    With ``shard`` (its manifest record) the file is checked as ``verify`` checks it while it is
+    copied (:func:`~factory.dataset.manifest.scan_stream`); ``refusal`` is what it found, or None.
+    """
     tmp = storage.tmp_path(droot, dpath)
     storage.ensure_dir(dfs, posixpath.dirname(tmp))
-    sha, size = hashlib.sha256(), 0
+    refused = None
     try:
         with sfs.open_input_stream(spath) as src, dfs.open_output_stream(tmp) as dst:
-            while chunk := src.read(4 << 20):
-                sha.update(chunk)
-                size += len(chunk)
-                dst.write(chunk)
+            tee = _Tee(src, dst)
+            if shard is not None:
+                size, digest, refused = scan_stream(tee, shard["url"], shard, fields)
+            else:
+                sha, size = hashlib.sha256(), 0
+                while chunk := tee.read(4 << 20):
+                    sha.update(chunk)
+                    size += len(chunk)
+                digest = sha.hexdigest()
     except BaseException:
         storage.delete_quietly(dfs, tmp)
         raise
-    return size, sha.hexdigest(), tmp
+    return size, digest, tmp, refused
 
 
-def publish_dataset(
-    src: str, dest_url: str, *, endpoint_url: str | None = None, progress: bool = False
-) -> str:
-    """Copy the dataset at ``src`` to ``dest_url/{name}/{version}`` (see module docstring)."""
-    m = read_manifest(src, endpoint_url=endpoint_url)
-    src_root, src_manifest = _dataset_root(src)
-    sfs, spath = storage.resolve_filesystem(src_root, endpoint_url=endpoint_url)
-    dest = f"{str(dest_url).rstrip('/')}/{m['name']}/{m['version']}"
-    dfs, droot = storage.resolve_filesystem(dest, endpoint_url=endpoint_url)
-    shown = storage.safe_url(dest)
+def _check_destination(m: dict, dfs, droot: str, dest: str, shown: str) -> None:
+    """Refuse a destination that already holds this version's manifest or cannot be written."""
     try:
         if storage.exists(dfs, storage.join(droot, MANIFEST_NAME)):
             raise UserError(
@@ -174,42 +194,87 @@ def publish_dataset(
         storage.check_writable(dfs, droot, dest)
     except OSError as err:
         raise UserError(f"publish: cannot use {shown!r} ({err})") from None
-    shards = m["shards"]
+
+
+def _publish_shard(rec: dict, fields: dict, sfs, spath: str, dfs, droot: str) -> int:
+    """Copy one shard (manifest record ``rec``), checked while copied, and commit it.
+
+    A shard already at the destination with the manifest's size (left by an interrupted publish)
+    is skipped; it is re-checked with the whole copy. Returns its size in bytes.
+    """
+    final = storage.join(droot, rec["url"])
+    info = dfs.get_file_info(final)
+    if info.type == storage.pafs.FileType.File and info.size == rec["bytes"]:
+        return rec["bytes"]  # copied by an interrupted publish; re-checked below
+    check_no_links(sfs, spath, rec["url"], f"publish: source shard {rec['url']}")
+    try:
+        size, sha, tmp, refused = _copy(
+            sfs, storage.join(spath, rec["url"]), dfs, droot, final, shard=rec, fields=fields
+        )
+    except FileNotFoundError:
+        raise DatasetError(f"publish: source shard {rec['url']} is missing") from None
+    if size != rec["bytes"] or sha != rec["sha256"]:
+        storage.delete_quietly(dfs, tmp)
+        raise DatasetError(
+            f"publish: source shard {rec['url']} does not match its manifest "
+            "(size or sha256); nothing published"
+        )
+    if refused is not None:
+        storage.delete_quietly(dfs, tmp)
+        raise DatasetError(f"publish: {refused}; nothing published")
+    storage.commit(dfs, tmp, final)
+    return size
+
+
+def _publish_extras(sfs, spath: str, dfs, droot: str) -> None:
+    """Copy the index, card and preview (:data:`EXTRA_FILES`) that the source has."""
+    for name in EXTRA_FILES:
+        check_no_links(sfs, spath, name, f"publish: {name}")
+        if storage.is_file(sfs, storage.join(spath, name)):
+            _, _, tmp, _ = _copy(
+                sfs, storage.join(spath, name), dfs, droot, storage.join(droot, name)
+            )
+            storage.commit(dfs, tmp, storage.join(droot, name))
+
+
+def _check_copy(dest: str, m: dict, shown: str, endpoint_url: str | None) -> None:
+    """Re-read every copied shard from ``dest`` and verify it against the source manifest."""
+    try:
+        bad = verify_dataset_at(dest, m, endpoint_url=endpoint_url)
+    except DatasetError as err:
+        raise DatasetError(f"publish: the copy at {shown!r} is refused: {err}") from None
+    if bad:
+        raise DatasetError(f"publish: the copy at {shown!r} does not verify: {'; '.join(bad)}")
+
+
+def publish_dataset(
+    src: str, dest_url: str, *, endpoint_url: str | None = None, progress: bool = False
+) -> str:
+    """Copy the dataset at ``src`` to ``dest_url/{name}/{version}`` (see module docstring).
+
+    Returns the destination URL. Shards, then index and card, then a verify of the copy, then the
+    source manifest, byte for byte, last.
+    """
+    m = read_manifest(src, endpoint_url=endpoint_url)
+    src_root, src_manifest = _dataset_root(src)
+    sfs, spath = storage.resolve_filesystem(src_root, endpoint_url=endpoint_url)
+    dest = f"{str(dest_url).rstrip('/')}/{m['name']}/{m['version']}"
+    dfs, droot = storage.resolve_filesystem(dest, endpoint_url=endpoint_url)
+    shown = storage.safe_url(dest)
+    _check_destination(m, dfs, droot, dest, shown)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(s["bytes"] for s in shards), unit="B", unit_scale=True, desc="publish")
+        total = sum(s["bytes"] for s in m["shards"])
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="publish")
     try:
-        for rec in shards:
-            final = storage.join(droot, rec["url"])
-            info = dfs.get_file_info(final)
-            if info.type == storage.pafs.FileType.File and info.size == rec["bytes"]:
-                if bar is not None:
-                    bar.update(rec["bytes"])
-                continue  # copied by an interrupted publish; re-checked below
-            try:
-                size, sha, tmp = _copy(sfs, storage.join(spath, rec["url"]), dfs, droot, final)
-            except FileNotFoundError:
-                raise DatasetError(f"publish: source shard {rec['url']} is missing") from None
-            if size != rec["bytes"] or sha != rec["sha256"]:
-                storage.delete_quietly(dfs, tmp)
-                raise DatasetError(
-                    f"publish: source shard {rec['url']} does not match its manifest "
-                    "(size or sha256); nothing published"
-                )
-            storage.commit(dfs, tmp, final)
+        for rec in m["shards"]:
+            size = _publish_shard(rec, m["fields"], sfs, spath, dfs, droot)
             if bar is not None:
                 bar.update(size)
-        for name in EXTRA_FILES:
-            if storage.is_file(sfs, storage.join(spath, name)):
-                _, _, tmp = _copy(
-                    sfs, storage.join(spath, name), dfs, droot, storage.join(droot, name)
-                )
-                storage.commit(dfs, tmp, storage.join(droot, name))
-        bad = verify_dataset_at(dest, m, endpoint_url=endpoint_url)
-        if bad:
-            raise DatasetError(f"publish: the copy at {shown!r} does not verify: {'; '.join(bad)}")
+        _publish_extras(sfs, spath, dfs, droot)
+        _check_copy(dest, m, shown, endpoint_url)
         raw = storage.read_bytes(
             *storage.resolve_filesystem(src_manifest, endpoint_url=endpoint_url)
         )
@@ -228,7 +293,8 @@ def publish_dataset(
 def verify_dataset_at(
     root_url: str, manifest: dict, *, endpoint_url: str | None = None, progress: bool = False
 ) -> list[str]:
-    """Problems of the shards under ``root_url`` against ``manifest`` (used before it is copied)."""
+    """:func:`verify_dataset` of the shards under ``root_url`` against ``manifest`` (a manifest
+    not read from there: ``publish`` checks its copy before writing the manifest)."""
     problems = []
     shards = manifest["shards"]
     if progress:
@@ -237,23 +303,22 @@ def verify_dataset_at(
         shards = tqdm(shards, unit="shard", desc="verify", dynamic_ncols=True)
     for rec in shards:
         try:
-            size, sha, n = scan_shard(root_url, rec, endpoint_url=endpoint_url)
+            size, sha, refused = scan_shard(
+                root_url, rec, endpoint_url=endpoint_url, fields=manifest["fields"]
+            )
         except FileNotFoundError:
             problems.append(f"{rec['url']}: missing")
             continue
         except OSError as err:
             problems.append(f"{rec['url']}: unreadable ({err})")
             continue
-        except DatasetError as err:
-            problems.append(f"{rec['url']}: {err}")
-            continue
         why = []
         if size != rec["bytes"]:
             why.append(f"size {size} != {rec['bytes']}")
         if sha != rec["sha256"]:
             why.append("sha256 mismatch")
-        if n != rec["nsamples"]:
-            why.append(f"{n} samples != {rec['nsamples']}")
-        if why:
+        if why:  # corrupt or altered: whatever its content says, it is not the manifest's shard
             problems.append(f"{rec['url']}: {', '.join(why)}")
+        elif refused is not None:  # the manifest vouches for these bytes: a hostile dataset
+            raise refused
     return problems

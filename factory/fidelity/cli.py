@@ -6,7 +6,7 @@ import json
 
 import typer
 
-_ENDPOINT_HELP = "S3 endpoint, e.g. http://127.0.0.1:9000 (default: $SIMAQ_S3_ENDPOINT, else AWS)"
+from factory.cli_options import EndpointUrl
 
 
 def _print_summary(report: dict) -> None:
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             False, "--suggest", help="print --set overrides towards the real tomogram"
         ),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-        endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=_ENDPOINT_HELP),
+        endpoint_url: EndpointUrl = None,
     ) -> None:
         """Compare a dataset's reconstructions with a real tomogram (metrics, distance, PNG)."""
         from factory.config import preset_names

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from factory.cli_options import ConfigFile, Format, Index, OutDir, Overwrite, Preset, Seed, Sets
 from factory.errors import UserError
 
 FORMATS = ("tiff", "mrc")
@@ -74,24 +75,18 @@ def write_volume(path: Path, arr, fmt: str, voxel_nm: float) -> Path:
 def register(app: typer.Typer) -> None:
     @app.command("phantom")
     def phantom(
-        out: Path = typer.Option(..., "--out", help="output directory (created)"),
-        preset: str | None = typer.Option(
-            None, "--preset", help="preset name (demo, simaq-paper, full)"
-        ),
-        config: Path | None = typer.Option(None, "--config", help="config file (YAML/JSON)"),
-        seed: int = typer.Option(0, "--seed", help="global seed"),
-        index: int = typer.Option(0, "--index", help="sample index"),
-        set_: list[str] = typer.Option(
-            [], "--set", help="override KEY=VALUE (YAML value), repeatable"
-        ),
-        fmt: str = typer.Option("tiff", "--format", help="volume file format: tiff or mrc"),
+        out: OutDir,
+        preset: Preset = None,
+        config: ConfigFile = None,
+        seed: Seed = 0,
+        index: Index = 0,
+        set_: Sets = None,
+        fmt: Format = "tiff",
         scheme: str | None = typer.Option(
             None, "--scheme", help="label scheme of the labels file (default: the config's)"
         ),
         device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda)"),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="replace the files of an earlier run in OUT"
-        ),
+        overwrite: Overwrite = False,
     ) -> None:
         """Generate one yeast-cell phantom and write lac (1/µm, float32), labels and a JSON record.
 
@@ -111,7 +106,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--seed: must be >= 0, got {seed}")
         if index < 0:
             raise UserError(f"--index: must be >= 0, got {index}")
-        overrides = parse_overrides(set_)
+        overrides = parse_overrides(set_ or [])
         cfg = load_preset(preset, overrides) if preset else load_config(config, overrides)
         try:
             lab_scheme = label_scheme(scheme or cfg.labels.scheme)

@@ -16,11 +16,11 @@ that cannot fit (in the cell, or in the grid).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from factory.params import Dist, StrictModel
+from factory.params import Bounds, Dist, StrictModel, show
 
 
 def _measured(name: str, n_sd: float = 4.0) -> Dist:
@@ -34,18 +34,13 @@ def _measured(name: str, n_sd: float = 4.0) -> Dist:
     )
 
 
-def _show(d: Dist) -> str:
-    return str(d.model_dump(mode="json"))
-
-
-def _check_dist(d: Dist, field: str, *, positive: bool = False, what: str = "size") -> Dist:
-    """A size/count/LAC distribution must never draw a negative (or, for radii, zero) value."""
-    lo, _ = d.bounds
-    if (positive and not lo > 0) or (not positive and not lo >= 0):
-        need = "> 0" if positive else ">= 0"
-        hint = " (clamp the normal)" if d.normal is not None and d.clamp is None else ""
-        raise ValueError(f"{field}: every {what} draw must be {need}{hint}; got {_show(d)}")
-    return d
+# What a draw may be (factory.params.Bounds, checked at load): sizes, counts and LACs never
+# negative, radii and scales never zero or negative.
+Size = Annotated[Dist, Bounds(lo=0, what="size")]
+PositiveSize = Annotated[Dist, Bounds(lo=0, lo_open=True, what="size")]
+Count = Annotated[Dist, Bounds(lo=0, what="count")]
+LAC = Annotated[Dist, Bounds(lo=0, what="LAC")]
+_FINITE = Bounds(-math.inf, math.inf, lo_open=True, hi_open=True, msg="clamp the normal; got {got}")
 
 
 def _check_range(r: tuple[float, float], field: str, lo: float = 0.0) -> tuple[float, float]:
@@ -70,18 +65,10 @@ class DeformationConfig(StrictModel):
         description="3d: a 3D displacement field; 2d: one (Z, X) field applied to every Y slice "
         "(Y is the tilt axis), as the SimAQ reference deforms each slice alike (and faster)",
     )
-    amplitude_vox: Dist = Field(Dist(const=3.0), description="peak displacement per axis, voxels")
-    scale_vox: Dist = Field(Dist(const=40.0), description="feature size of the field, voxels")
-
-    @field_validator("amplitude_vox")
-    @classmethod
-    def _amp(cls, v: Dist) -> Dist:
-        return _check_dist(v, "amplitude_vox")
-
-    @field_validator("scale_vox")
-    @classmethod
-    def _scale(cls, v: Dist) -> Dist:
-        return _check_dist(v, "scale_vox", positive=True)
+    amplitude_vox: Size = Field(Dist(const=3.0), description="peak displacement per axis, voxels")
+    scale_vox: PositiveSize = Field(
+        Dist(const=40.0), description="feature size of the field, voxels"
+    )
 
     @model_validator(mode="after")
     def _no_folds(self) -> DeformationConfig:
@@ -89,7 +76,7 @@ class DeformationConfig(StrictModel):
         if self.enabled and self.amplitude_vox.bounds[1] > 0.25 * self.scale_vox.bounds[0]:
             raise ValueError(
                 f"amplitude_vox: at most 0.25 x scale_vox (else the field folds space); got "
-                f"amplitude {_show(self.amplitude_vox)} with scale {_show(self.scale_vox)}"
+                f"amplitude {show(self.amplitude_vox)} with scale {show(self.scale_vox)}"
             )
         return self
 
@@ -98,39 +85,29 @@ class BuddingConfig(StrictModel):
     """Optional bud: a daughter ellipsoid joined to its mother through an open neck."""
 
     probability: float = Field(0.0, ge=0.0, le=1.0, description="chance that a cell has a bud")
-    size_ratio: Dist = Field(Dist(uniform=(0.35, 0.6)), description="daughter radii / mother radii")
-    neck: Dist = Field(
+    size_ratio: Annotated[PositiveSize, Bounds(hi=1, msg="must be <= 1, got {got}")] = Field(
+        Dist(uniform=(0.35, 0.6)), description="daughter radii / mother radii"
+    )
+    neck: Annotated[
+        Dist, Bounds(lo=0.05, hi=0.5, msg="every draw must lie in [0.05, 0.5], got {got}")
+    ] = Field(
         Dist(uniform=(0.15, 0.3)),
         description="fraction of the daughter radius that overlaps the mother (neck width)",
     )
-
-    @field_validator("size_ratio")
-    @classmethod
-    def _ratio(cls, v: Dist) -> Dist:
-        _check_dist(v, "size_ratio", positive=True)
-        if v.bounds[1] > 1.0:
-            raise ValueError(f"size_ratio: must be <= 1, got {_show(v)}")
-        return v
-
-    @field_validator("neck")
-    @classmethod
-    def _neck(cls, v: Dist) -> Dist:
-        lo, hi = v.bounds
-        if lo < 0.05 or hi > 0.5:
-            raise ValueError(f"neck: every draw must lie in [0.05, 0.5], got {_show(v)}")
-        return v
 
 
 class CellsConfig(StrictModel):
     """Yeast cells: ellipsoids (radii drawn per axis) with a wall shell, placed without overlap."""
 
-    count: Dist = Field(Dist(const=1), description="cells requested per volume (rounded)")
-    radius_vox: Dist = Field(
+    count: Annotated[Count, Bounds(hi=64, msg="at most 64 cells per volume, got {got}")] = Field(
+        Dist(const=1), description="cells requested per volume (rounded)"
+    )
+    radius_vox: PositiveSize = Field(
         Dist(normal=(50.0, 2.5), clamp=(40.0, 60.0)), description="radius per axis, before scale"
     )
-    wall_thickness_vox: Dist = Field(Dist(uniform=(1.0, 1.5)), description="cell wall shell")
-    lac: Dist = Field(default_factory=lambda: _measured("cytoplasm"), description="cytoplasm")
-    wall_lac: Dist = Field(default_factory=lambda: _measured("cell_wall"))
+    wall_thickness_vox: Size = Field(Dist(uniform=(1.0, 1.5)), description="cell wall shell")
+    lac: LAC = Field(default_factory=lambda: _measured("cytoplasm"), description="cytoplasm")
+    wall_lac: LAC = Field(default_factory=lambda: _measured("cell_wall"))
     gap_vox: float = Field(2.0, ge=0.0, description="minimum clearance between two cells")
     z_jitter_vox: Dist = Field(
         Dist(normal=(0.0, 5.0)), description="offset of each cell centre from the mid-plane in Z"
@@ -143,29 +120,6 @@ class CellsConfig(StrictModel):
     )
     deformation: DeformationConfig = DeformationConfig()
     budding: BuddingConfig = BuddingConfig()
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, v: Dist) -> Dist:
-        _check_dist(v, "count", what="count")
-        if v.bounds[1] > 64:
-            raise ValueError(f"count: at most 64 cells per volume, got {_show(v)}")
-        return v
-
-    @field_validator("radius_vox")
-    @classmethod
-    def _radius(cls, v: Dist) -> Dist:
-        return _check_dist(v, "radius_vox", positive=True)
-
-    @field_validator("wall_thickness_vox")
-    @classmethod
-    def _wall(cls, v: Dist) -> Dist:
-        return _check_dist(v, "wall_thickness_vox")
-
-    @field_validator("lac", "wall_lac")
-    @classmethod
-    def _lac(cls, v: Dist, info) -> Dist:
-        return _check_dist(v, info.field_name, what="LAC")
 
 
 class FragmentationConfig(StrictModel):
@@ -187,8 +141,10 @@ class VacuolesConfig(StrictModel):
     """Vacuoles: near-spherical ellipsoids inside the cell, never overlapping each other."""
 
     enabled: bool = True
-    count: Dist = Field(Dist(normal=(2.0, 2.0), clamp=(1.0, 4.0)))
-    radius_vox: Dist = Field(Dist(normal=(38.0, 8.0), clamp=(1.0, 80.0)), description="base draw")
+    count: Count = Field(Dist(normal=(2.0, 2.0), clamp=(1.0, 4.0)))
+    radius_vox: PositiveSize = Field(
+        Dist(normal=(38.0, 8.0), clamp=(1.0, 80.0)), description="base draw"
+    )
     divide_by_count: bool = Field(True, description="divide the base radius by the count")
     axis_jitter: float = Field(0.05, ge=0.0, lt=1.0, description="per-axis relative jitter ±")
     radius_clamp_vox: tuple[float, float] | None = Field(
@@ -197,18 +153,8 @@ class VacuolesConfig(StrictModel):
     margin: float = Field(0.95, gt=0.0, le=1.0, description="inside margin x the cell interior")
     gap_vox: float = Field(1.0, ge=0.0, description="clearance to other vacuoles and the nucleus")
     tries: int = Field(25, ge=1, le=10_000)
-    lac: Dist = Field(default_factory=lambda: _measured("vacuole"))
+    lac: LAC = Field(default_factory=lambda: _measured("vacuole"))
     fragmentation: FragmentationConfig = FragmentationConfig()
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, v: Dist) -> Dist:
-        return _check_dist(v, "count", what="count")
-
-    @field_validator("radius_vox")
-    @classmethod
-    def _radius(cls, v: Dist) -> Dist:
-        return _check_dist(v, "radius_vox", positive=True)
 
     @field_validator("radius_clamp_vox")
     @classmethod
@@ -218,11 +164,6 @@ class VacuolesConfig(StrictModel):
             if v[0] <= 0:
                 raise ValueError(f"radius_clamp_vox: min must be > 0, got {list(v)}")
         return v
-
-    @field_validator("lac")
-    @classmethod
-    def _lac(cls, v: Dist) -> Dist:
-        return _check_dist(v, "lac", what="LAC")
 
     def radius_bounds(self) -> tuple[float, float]:
         """Smallest and largest axis radius a draw can give (voxels, before ``scale``)."""
@@ -241,83 +182,39 @@ class LipidDropletsConfig(StrictModel):
     """Lipid droplets: spheres in the cell, no contact, wholly inside a vacuole or wholly outside."""
 
     enabled: bool = True
-    count: Dist = Field(Dist(normal=(15.0, 5.0), clamp=(3.0, 30.0)))
-    radius_vox: Dist = Field(Dist(normal=(6.0, 1.0), clamp=(5.0, 8.0)))
+    count: Count = Field(Dist(normal=(15.0, 5.0), clamp=(3.0, 30.0)))
+    radius_vox: PositiveSize = Field(Dist(normal=(6.0, 1.0), clamp=(5.0, 8.0)))
     gap_vox: float = Field(1.0, ge=0.0, description="clearance between droplets (no contact)")
     tries: int = Field(100, ge=1, le=10_000)
-    lac: Dist = Field(default_factory=lambda: _measured("lipid_droplet"))
-
-    @field_validator("count")
-    @classmethod
-    def _count(cls, v: Dist) -> Dist:
-        return _check_dist(v, "count", what="count")
-
-    @field_validator("radius_vox")
-    @classmethod
-    def _radius(cls, v: Dist) -> Dist:
-        return _check_dist(v, "radius_vox", positive=True)
-
-    @field_validator("lac")
-    @classmethod
-    def _lac(cls, v: Dist) -> Dist:
-        return _check_dist(v, "lac", what="LAC")
+    lac: LAC = Field(default_factory=lambda: _measured("lipid_droplet"))
 
 
 class NucleolusConfig(StrictModel):
     """The denser nucleolus: a sphere inside the nucleus, towards its periphery (label: nucleus)."""
 
     enabled: bool = True
-    radius_fraction: Dist = Field(
-        Dist(uniform=(0.3, 0.45)), description="radius / nucleus smallest radius"
-    )
-    lac: Dist = Field(default_factory=lambda: _measured("nucleolus"))
-
-    @field_validator("radius_fraction")
-    @classmethod
-    def _frac(cls, v: Dist) -> Dist:
-        _check_dist(v, "radius_fraction", positive=True)
-        if v.bounds[1] >= 1.0:
-            raise ValueError(f"radius_fraction: must stay < 1, got {_show(v)}")
-        return v
-
-    @field_validator("lac")
-    @classmethod
-    def _lac(cls, v: Dist) -> Dist:
-        return _check_dist(v, "lac", what="LAC")
+    radius_fraction: Annotated[
+        PositiveSize, Bounds(hi=1, hi_open=True, msg="must stay < 1, got {got}")
+    ] = Field(Dist(uniform=(0.3, 0.45)), description="radius / nucleus smallest radius")
+    lac: LAC = Field(default_factory=lambda: _measured("nucleolus"))
 
 
 class NucleusConfig(StrictModel):
     """One nucleus per cell: an ellipsoid placed first, off-centre, with a nucleolus."""
 
     enabled: bool = False
-    radius_vox: Dist = Field(Dist(normal=(30.0, 3.0), clamp=(20.0, 40.0)))
+    radius_vox: PositiveSize = Field(Dist(normal=(30.0, 3.0), clamp=(20.0, 40.0)))
     axis_jitter: float = Field(0.1, ge=0.0, lt=1.0)
     margin: float = Field(0.9, gt=0.0, le=1.0, description="inside margin x the cell interior")
-    offset: Dist = Field(
-        Dist(uniform=(0.5, 1.0)),
-        description="distance of the nucleus centre from the cell centre, as a fraction of the "
-        "largest one that keeps it inside (0: centred; 1: touching the margin)",
+    offset: Annotated[Dist, Bounds(lo=0, hi=1, msg="every draw must lie in [0, 1], got {got}")] = (
+        Field(
+            Dist(uniform=(0.5, 1.0)),
+            description="distance of the nucleus centre from the cell centre, as a fraction of the "
+            "largest one that keeps it inside (0: centred; 1: touching the margin)",
+        )
     )
-    lac: Dist = Field(default_factory=lambda: _measured("nucleus"))
+    lac: LAC = Field(default_factory=lambda: _measured("nucleus"))
     nucleolus: NucleolusConfig = NucleolusConfig()
-
-    @field_validator("radius_vox")
-    @classmethod
-    def _radius(cls, v: Dist) -> Dist:
-        return _check_dist(v, "radius_vox", positive=True)
-
-    @field_validator("offset")
-    @classmethod
-    def _offset(cls, v: Dist) -> Dist:
-        lo, hi = v.bounds
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"offset: every draw must lie in [0, 1], got {_show(v)}")
-        return v
-
-    @field_validator("lac")
-    @classmethod
-    def _lac(cls, v: Dist) -> Dist:
-        return _check_dist(v, "lac", what="LAC")
 
 
 class MitochondriaConfig(StrictModel):
@@ -329,27 +226,19 @@ class MitochondriaConfig(StrictModel):
     """
 
     enabled: bool = False
-    networks: Dist = Field(Dist(uniform=(3.0, 7.0)), description="networks per cell (rounded)")
-    radius_vox: Dist = Field(Dist(uniform=(4.0, 6.0)), description="tube radius, before scale")
-    steps: Dist = Field(Dist(uniform=(8.0, 20.0)), description="segments of the main branch")
+    networks: Count = Field(Dist(uniform=(3.0, 7.0)), description="networks per cell (rounded)")
+    radius_vox: PositiveSize = Field(
+        Dist(uniform=(4.0, 6.0)), description="tube radius, before scale"
+    )
+    steps: Count = Field(Dist(uniform=(8.0, 20.0)), description="segments of the main branch")
     branch_probability: float = Field(0.15, ge=0.0, le=1.0, description="per step")
-    branch_steps: Dist = Field(Dist(uniform=(3.0, 8.0)), description="segments of a side branch")
+    branch_steps: Count = Field(Dist(uniform=(3.0, 8.0)), description="segments of a side branch")
     step_factor: float = Field(2.0, gt=0.0, le=10.0, description="segment length / tube radius")
     turn_deg: float = Field(25.0, ge=0.0, le=180.0, description="sd of the turn per step")
     shell: tuple[float, float] = Field(
         (0.7, 0.88), description="normalised radial range of the tube axis in the cell interior"
     )
-    lac: Dist = Field(default_factory=lambda: _measured("mitochondrion"))
-
-    @field_validator("networks", "steps", "branch_steps")
-    @classmethod
-    def _counts(cls, v: Dist, info) -> Dist:
-        return _check_dist(v, info.field_name, what="count")
-
-    @field_validator("radius_vox")
-    @classmethod
-    def _radius(cls, v: Dist) -> Dist:
-        return _check_dist(v, "radius_vox", positive=True)
+    lac: LAC = Field(default_factory=lambda: _measured("mitochondrion"))
 
     @field_validator("shell")
     @classmethod
@@ -359,11 +248,6 @@ class MitochondriaConfig(StrictModel):
             raise ValueError(f"shell: values must be < 1, got {list(v)}")
         return v
 
-    @field_validator("lac")
-    @classmethod
-    def _lac(cls, v: Dist) -> Dist:
-        return _check_dist(v, "lac", what="LAC")
-
 
 class TextureConfig(StrictModel):
     """Procedural 3D fractal Perlin texture modulating cytoplasm and nucleus LAC.
@@ -372,26 +256,14 @@ class TextureConfig(StrictModel):
     """
 
     enabled: bool = True
-    amplitude: Dist = Field(Dist(const=0.1), description="relative modulation")
-    scale_vox: Dist = Field(Dist(const=12.0), description="coarsest feature size, voxels")
+    amplitude: Annotated[
+        Size, Bounds(hi=1, hi_open=True, msg="must stay < 1 (LAC would go negative), got {got}")
+    ] = Field(Dist(const=0.1), description="relative modulation")
+    scale_vox: Annotated[PositiveSize, Bounds(lo=1, msg="must be >= 1 voxel, got {got}")] = Field(
+        Dist(const=12.0), description="coarsest feature size, voxels"
+    )
     octaves: int = Field(3, ge=1, le=8)
     persistence: float = Field(0.5, gt=0.0, le=1.0)
-
-    @field_validator("amplitude")
-    @classmethod
-    def _amp(cls, v: Dist) -> Dist:
-        _check_dist(v, "amplitude")
-        if v.bounds[1] >= 1.0:
-            raise ValueError(f"amplitude: must stay < 1 (LAC would go negative), got {_show(v)}")
-        return v
-
-    @field_validator("scale_vox")
-    @classmethod
-    def _scale(cls, v: Dist) -> Dist:
-        _check_dist(v, "scale_vox", positive=True)
-        if v.bounds[0] < 1.0:
-            raise ValueError(f"scale_vox: must be >= 1 voxel, got {_show(v)}")
-        return v
 
 
 class PhantomConfig(StrictModel):
@@ -449,7 +321,7 @@ class PhantomConfig(StrictModel):
         if 2 * bound + 2 > min(shape) + 1e-6:
             raise ValueError(
                 f"phantom.cells.radius_vox: a cell up to {2 * bound + 2:.1f} voxels across "
-                f"(radius {_show(c.radius_vox)} x scale {s}, bud and deformation included) cannot "
+                f"(radius {show(c.radius_vox)} x scale {s}, bud and deformation included) cannot "
                 f"fit in grid.shape {list(shape)}"
             )
         # The interior of the largest cell: an organelle whose smallest draw exceeds it never fits.
@@ -457,8 +329,8 @@ class PhantomConfig(StrictModel):
         inner_hi = c.radius_vox.bounds[1] * s - c.wall_thickness_vox.bounds[0]
         if inner_hi <= 0:
             raise ValueError(
-                f"phantom.cells.wall_thickness_vox: the wall {_show(c.wall_thickness_vox)} fills "
-                f"the whole cell (radius {_show(c.radius_vox)} x scale {s})"
+                f"phantom.cells.wall_thickness_vox: the wall {show(c.wall_thickness_vox)} fills "
+                f"the whole cell (radius {show(c.radius_vox)} x scale {s})"
             )
         checks = []
         if self.vacuoles.enabled:
@@ -481,7 +353,7 @@ class PhantomConfig(StrictModel):
                 raise ValueError(
                     f"phantom.{name}: organelles of radius >= {need:.1f} voxels (x scale {s}) "
                     f"cannot fit in cells whose interior is at most {room:.1f} voxels; "
-                    f"got {_show(value)} with cells.radius_vox {_show(c.radius_vox)}"
+                    f"got {show(value)} with cells.radius_vox {show(c.radius_vox)}"
                 )
         # Together: the smallest draws' volumes must not exceed the largest interior's volume
         # (disjoint balls inside a ball), else the configured counts can never be placed.
@@ -505,7 +377,7 @@ class PhantomConfig(StrictModel):
                     f"phantom.{name}: at least {n} organelles of radius "
                     f"{(vol / max(n, 1)) ** (1 / 3):.1f} voxels (x scale {s}) cannot fit together "
                     f"in cells whose interior is at most {room:.1f} voxels; got "
-                    f"{_show(section.count)} with radius_vox {_show(section.radius_vox)}"
+                    f"{show(section.count)} with radius_vox {show(section.radius_vox)}"
                 )
 
 
@@ -521,12 +393,7 @@ class FilmConfig(StrictModel):
     """
 
     enabled: bool = False
-    thickness_nm: Dist = Field(Dist(uniform=(10.0, 30.0)), description="film thickness, per sample")
-
-    @field_validator("thickness_nm")
-    @classmethod
-    def _t(cls, v: Dist) -> Dist:
-        return _check_dist(v, "thickness_nm")
+    thickness_nm: Size = Field(Dist(uniform=(10.0, 30.0)), description="film thickness, per sample")
 
 
 class BarsConfig(StrictModel):
@@ -541,25 +408,24 @@ class BarsConfig(StrictModel):
 
     enabled: bool = False
     material: Literal["copper", "gold"] = "copper"
-    hole_um: Dist = Field(Dist(const=90.0), description="width of a mesh hole, µm, per sample")
-    width_um: Dist = Field(Dist(const=35.0), description="bar width, µm, per sample")
-    thickness_um: Dist = Field(Dist(uniform=(15.0, 25.0)), description="bar thickness, per sample")
-    edge_distance_um: Dist = Field(
+    hole_um: PositiveSize = Field(
+        Dist(const=90.0), description="width of a mesh hole, µm, per sample"
+    )
+    width_um: PositiveSize = Field(Dist(const=35.0), description="bar width, µm, per sample")
+    thickness_um: PositiveSize = Field(
+        Dist(uniform=(15.0, 25.0)), description="bar thickness, per sample"
+    )
+    edge_distance_um: PositiveSize = Field(
         Dist(uniform=(3.0, 30.0)),
         description="distance from the tilt axis to the nearest bar edge, µm, per sample",
     )
-
-    @field_validator("hole_um", "width_um", "thickness_um", "edge_distance_um")
-    @classmethod
-    def _pos(cls, v: Dist, info) -> Dist:
-        return _check_dist(v, info.field_name, positive=True)
 
     @model_validator(mode="after")
     def _inside_hole(self) -> BarsConfig:
         if self.edge_distance_um.bounds[1] > self.hole_um.bounds[0]:
             raise ValueError(
-                f"edge_distance_um: must stay within the hole (<= hole_um {_show(self.hole_um)}); "
-                f"got {_show(self.edge_distance_um)}"
+                f"edge_distance_um: must stay within the hole (<= hole_um {show(self.hole_um)}); "
+                f"got {show(self.edge_distance_um)}"
             )
         return self
 
@@ -579,7 +445,7 @@ class GridMount(StrictModel):
         if tilt.range_deg.bounds[1] > 180.0:
             raise ValueError(
                 f"acquisition.tilt.range_deg: a grid mount tilts at most 180° in total; ranges up "
-                f"to 360° need mount.kind: capillary; got {_show(tilt.range_deg)}"
+                f"to 360° need mount.kind: capillary; got {show(tilt.range_deg)}"
             )
 
 
@@ -596,46 +462,28 @@ class CapillaryMount(StrictModel):
     """
 
     kind: Literal["capillary"] = "capillary"
-    outer_diameter_fov: Dist = Field(
+    outer_diameter_fov: PositiveSize = Field(
         Dist(uniform=(0.8, 1.3)),
         description="outer diameter / field-of-view width (grid X), per sample; > 1: the capillary "
         "exceeds the field of view (interior tomography)",
     )
-    wall_thickness_um: Dist = Field(
+    wall_thickness_um: PositiveSize = Field(
         Dist(uniform=(0.2, 0.4)), description="glass wall thickness in µm, per sample"
     )
-    medium_extra_lac_per_um: Dist = Field(
+    medium_extra_lac_per_um: Size = Field(
         Dist(uniform=(0.0, 0.05)),
         description="absorption of the buffer added to water ice's LAC in the lumen, per sample",
     )
-    axis_offset_vox: Dist = Field(
+    axis_offset_vox: Annotated[Dist, _FINITE] = Field(
         Dist(normal=(0.0, 2.0), clamp=(-5.0, 5.0)),
         description="offset of the capillary axis from the rotation axis, drawn for Z and for X "
         "(voxels, per sample)",
     )
-    spacing_vox: Dist = Field(
+    spacing_vox: Size = Field(
         Dist(uniform=(0.0, 2.0)),
         description="extra clearance between neighbouring cells beyond cells.gap_vox, per cell",
     )
     wall_gap_vox: float = Field(0.0, ge=0.0, description="minimum clearance of a cell to the glass")
-
-    @field_validator("outer_diameter_fov", "wall_thickness_um")
-    @classmethod
-    def _pos(cls, v: Dist, info) -> Dist:
-        return _check_dist(v, info.field_name, positive=True)
-
-    @field_validator("medium_extra_lac_per_um", "spacing_vox")
-    @classmethod
-    def _nonneg(cls, v: Dist, info) -> Dist:
-        return _check_dist(v, info.field_name)
-
-    @field_validator("axis_offset_vox")
-    @classmethod
-    def _offset(cls, v: Dist) -> Dist:
-        lo, hi = v.bounds
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"axis_offset_vox: clamp the normal; got {_show(v)}")
-        return v
 
     def radius_bounds_vox(self, shape, voxel_nm: float) -> tuple[float, float, float]:
         """(smallest outer radius, largest wall, smallest lumen radius) a draw can give, voxels."""
@@ -652,7 +500,7 @@ class CapillaryMount(StrictModel):
                 f"mount.wall_thickness_um: a wall up to {self.wall_thickness_um.bounds[1]} µm "
                 f"({wall_hi:.1f} voxels) is not thinner than the smallest capillary radius "
                 f"({r_lo:.1f} voxels = outer_diameter_fov {self.outer_diameter_fov.bounds[0]} x "
-                f"{shape[2]} / 2); got {_show(self.wall_thickness_um)}"
+                f"{shape[2]} / 2); got {show(self.wall_thickness_um)}"
             )
         ph = config.phantom
         bound = ph.cell_bound_vox(ph.fit_factor(shape)) + self.wall_gap_vox
@@ -660,7 +508,7 @@ class CapillaryMount(StrictModel):
             raise ValueError(
                 f"phantom.cells.radius_vox: a cell up to {bound:.1f} voxels in radius (deformation "
                 f"and wall_gap_vox included) does not fit the smallest capillary lumen ({lumen:.1f} "
-                f"voxels); got {_show(ph.cells.radius_vox)}"
+                f"voxels); got {show(ph.cells.radius_vox)}"
             )
         if config.acquisition.ice.enabled:
             raise ValueError(

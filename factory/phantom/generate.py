@@ -213,11 +213,66 @@ def _layout(config, cells, cap, shape, rng, xy) -> list:
     )
 
 
-def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
+@dataclass
+class _Plan:
+    """Everything a phantom draws from its numpy stream before any voxel is painted.
+
+    Attributes
+    ----------
+    ratio : float
+        LAC scale for the beam energy (1 when ``scale_lac_with_energy`` is off).
+    fit : float
+        Size factor that fits the cells to the grid.
+    cap : object or None
+        The drawn capillary (:func:`factory.phantom.mount.draw_capillary`), None on a grid.
+    cells : list of CellPlan
+        Every cell drawn, placed or not (``centre`` None when left out).
+    placed : list of CellPlan
+        The cells placed in the grid, with their organelles drawn.
+    texture : dict or None
+        Drawn texture parameters (``amplitude``, ``scale_vox`` in voxels, ``octaves``,
+        ``persistence``), None when texture is off.
+    xy : tuple of float
+        The two drawn layout jitters, in voxels.
+    """
+
+    ratio: float
+    fit: float
+    cap: object
+    cells: list
+    placed: list
+    texture: dict | None
+    xy: tuple[float, float]
+
+
+def _draw_texture(tx, rng, fit: float) -> dict | None:
+    """Texture parameters (``scale_vox`` in voxels, at least 2) drawn from ``rng``; None when off."""
+    if not tx.enabled:
+        return None
+    return {
+        "amplitude": float(tx.amplitude.sample(rng)),
+        "scale_vox": max(2.0, float(tx.scale_vox.sample(rng)) * fit),
+        "octaves": tx.octaves,
+        "persistence": tx.persistence,
+    }
+
+
+def _place_cells(config, cells, cap, shape, rng, xy) -> list:
+    """Lay the cells out, set each placed cell's ``centre`` (z, y, x voxels) and return those placed."""
+    placed = []
+    for cell, centre in zip(cells, _layout(config, cells, cap, shape, rng, xy), strict=True):
+        if centre is not None:
+            cell.centre = centre - cell.rotation @ cell.offset
+            placed.append(cell)
+    return placed
+
+
+def _draw_plan(config, shape: tuple[int, int, int], rng) -> _Plan:
+    """Draw mount, cells, texture, jitter, layout and organelles from ``rng``, in that order.
+
+    The order of the draws fixes every phantom of a seed: do not reorder them.
+    """
     cfg = config.phantom
-    shape = tuple(int(n) for n in config.grid.shape)
-    rng = stage_rng(seed, index, "phantom")
-    gen = torch_generator(seed, index, "phantom", device)
     ratio = _lac_ratio(cfg, config.energy_ev)
     fit = cfg.fit_factor(shape)
     ctx = planmod.Ctx(radius_scale=cfg.scale * fit, fit=fit, lac_ratio=ratio)
@@ -226,52 +281,58 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
         cap = mountmod.draw_capillary(
             config.mount, rng, shape, float(config.grid.voxel_nm), float(config.energy_ev)
         )
-
     cells = planmod.draw_cells(cfg, rng, ctx)
-    tx = cfg.texture
-    texture = None
-    if tx.enabled:
-        texture = {
-            "amplitude": float(tx.amplitude.sample(rng)),
-            "scale_vox": max(2.0, float(tx.scale_vox.sample(rng)) * fit),
-            "octaves": tx.octaves,
-            "persistence": tx.persistence,
-        }
+    texture = _draw_texture(cfg.texture, rng, fit)
     xy = (float(cfg.cells.xy_jitter_vox.sample(rng)), float(cfg.cells.xy_jitter_vox.sample(rng)))
-    centres = _layout(config, cells, cap, shape, rng, xy)
-    placed = []
-    for cell, centre in zip(cells, centres, strict=True):
-        if centre is not None:
-            cell.centre = centre - cell.rotation @ cell.offset
-            placed.append(cell)
+    placed = _place_cells(config, cells, cap, shape, rng, xy)
     for cell in placed:
         planmod.draw_organelles(cfg, cell, rng, ctx)
+    return _Plan(ratio, fit, cap, cells, placed, texture, xy)
 
+
+def _paint(config, plan: _Plan, shape, gen, device):
+    """Voxelize the placed cells (and a capillary) into fresh volumes.
+
+    Returns
+    -------
+    lac, labels : torch.Tensor
+        float32 (Z, Y, X) in 1/µm and uint8 (Z, Y, X).
+    voxels : numpy.ndarray
+        int64 (NUM_CLASSES,), voxels per label id (background included).
+    objects : list of dict
+        Object records of the placed cells (:func:`_cell_objects`).
+    per_cell : list of dict
+        Per-cell bounding box (voxels) and drawn scalars.
+    """
     lac, labels = _zeros(shape, device)
     voxels = np.zeros(schemas.NUM_CLASSES, dtype=np.int64)
     objects: list[dict] = []
     per_cell = []
-    for cell in placed:
+    for cell in plan.placed:
         counts = voxelize_cell(
             cell,
             lac,
             labels,
-            texture=texture,
+            texture=plan.texture,
             generator=gen,
-            deformation_mode=cfg.cells.deformation.mode,
+            deformation_mode=config.phantom.cells.deformation.mode,
         )
         voxels[: len(counts)] += np.asarray(counts)
         objects.extend(_cell_objects(cell))
         lo, hi = bounding_box(cell, shape)
         per_cell.append({"cell": cell.index, "bbox_lo": lo, "bbox_hi": hi, **cell.drawn})
-    n_labels = schemas.NUM_CELL_CLASSES  # a grid's meta lists the cell classes only (as before)
-    if cap is not None:
+    if plan.cap is not None:
         voxels[schemas.CAPILLARY], voxels[schemas.MEDIUM] = mountmod.paint_capillary(
-            cap, lac, labels
+            plan.cap, lac, labels
         )
-        n_labels = schemas.NUM_CLASSES
-
     voxels[0] = int(np.prod(shape)) - int(voxels[1:].sum())  # the boxes count only part of it
+    return lac, labels, voxels, objects, per_cell
+
+
+def _meta(config, plan: _Plan, shape, voxels, objects, per_cell) -> dict:
+    """JSON-safe record of the phantom's drawn scalars and counts (:attr:`Phantom.meta`)."""
+    # a grid's meta lists the cell classes only (as before); a capillary's all classes
+    n_labels = schemas.NUM_CELL_CLASSES if plan.cap is None else schemas.NUM_CLASSES
     by_class: dict[str, int] = {}
     for o in objects:
         by_class[o["class"]] = by_class.get(o["class"], 0) + 1
@@ -279,19 +340,31 @@ def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
         "shape": list(shape),
         "voxel_nm": float(config.grid.voxel_nm),
         "energy_ev": float(config.energy_ev),
-        "lac_energy_ratio": _r(ratio, 6),
-        "fit_factor": _r(fit, 6),
-        "cells_requested": len(cells),
-        "cells_placed": len(placed),
+        "lac_energy_ratio": _r(plan.ratio, 6),
+        "fit_factor": _r(plan.fit, 6),
+        "cells_requested": len(plan.cells),
+        "cells_placed": len(plan.placed),
         "objects_per_class": by_class,
         "voxels_per_label": {_NAMES[i]: int(voxels[i]) for i in range(n_labels)},
-        "texture": None if texture is None else {k: _r(v) for k, v in texture.items()},
-        "xy_jitter_vox": _r(xy),
+        "texture": None if plan.texture is None else {k: _r(v) for k, v in plan.texture.items()},
+        "xy_jitter_vox": _r(plan.xy),
         "cells": per_cell,
         "unplaced_cells": [
-            {"cell": c.index, "bound_vox": _r(c.bound)} for c in cells if c.centre is None
+            {"cell": c.index, "bound_vox": _r(c.bound)} for c in plan.cells if c.centre is None
         ],
     }
-    if cap is not None:
-        meta["mount"] = cap.to_meta()
+    if plan.cap is not None:
+        meta["mount"] = plan.cap.to_meta()
+    return meta
+
+
+def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
+    """Draw the plan from ``stage_rng``, then paint it with ``torch_generator`` (see
+    :func:`generate_phantom`)."""
+    shape = tuple(int(n) for n in config.grid.shape)
+    rng = stage_rng(seed, index, "phantom")
+    gen = torch_generator(seed, index, "phantom", device)
+    plan = _draw_plan(config, shape, rng)
+    lac, labels, voxels, objects, per_cell = _paint(config, plan, shape, gen, device)
+    meta = _meta(config, plan, shape, voxels, objects, per_cell)
     return Phantom(lac=lac, labels=labels, objects=objects, meta=meta)

@@ -299,8 +299,6 @@ def _sort_rows(mat: torch.Tensor) -> torch.Tensor:
     return _csr(crow, col2.reshape(-1).to(col.dtype), val2.reshape(-1), mat.shape)
 
 
-_TRANSPOSE = {"A": "AT", "AT": "A", "B": "BT", "BT": "B"}
-
 #: Bytes of operand plus result per chunk of Y rows in ``forward``, ``adjoint`` and ``fbp``: a
 #: 512² slice takes ~1.2 MB a row, so chunks of ~48 rows instead of two extra 512³ volumes.
 CHUNK_BYTES = 64 << 20

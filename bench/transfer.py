@@ -1,0 +1,89 @@
+"""Zero-shot transfer proxy: a model scored on a held-out *simulated* tomogram of another preset,
+at another voxel size, through ``simaq evaluate --real`` with sparse cell/void labels on a few
+planes — the format of the held-out real capillary tomogram that judges issue 12.
+
+It is not real data: it measures the parts of the transfer the factory controls (scale-aware
+inference, the capillary ring and the medium, a full-size field of view, an unseen seed), not the
+gap between simulation and a microscope. A model trained on ``capillary-demo`` (64³ at 160 nm)
+is applied to one ``capillary`` sample (256³ at 40 nm, resampled to 160 nm by ``evaluate``)::
+
+    python bench/transfer.py --model RUN [--preset capillary] [--seed 11] [--index 3] [--out DIR]
+
+Sparse labels: every 48th XY plane (Z) and two XZ planes across the capillary axis, cell
+(any compartment) = 1, void (medium, glass, outside) = 0, unlabelled = 255. Prints the model's
+cell IoU and the Otsu baselines scored on the same voxels, and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+UNLABELLED = 255
+
+
+def sparse_cell_labels(labels: np.ndarray) -> np.ndarray:
+    """Cell/void labels on every 48th Z plane and two Y planes (uint8; 255 = unlabelled)."""
+    sparse = np.full(labels.shape, UNLABELLED, np.uint8)
+    for z in range(32, labels.shape[0], 48):
+        sparse[z] = labels[z] > 0
+    for y in (labels.shape[1] * 3 // 8, labels.shape[1] * 5 // 8):
+        sparse[:, y] = labels[:, y] > 0
+    return sparse
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="run dir / checkpoint of `simaq train`")
+    ap.add_argument("--preset", default="capillary")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--index", type=int, default=3)
+    ap.add_argument("--out", default=None, help="keep the tomogram, labels and report here")
+    args = ap.parse_args()
+
+    import mrcfile
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="simaq-transfer-")).resolve()
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    sim = out / "tomogram"
+    cmd = [sys.executable, "-m", "cli", "simulate", "--preset", args.preset, "--seed",
+           str(args.seed), "--index", str(args.index), "--set", "labels.scheme=simaq4",
+           "--format", "mrc", "--out", str(sim), "--overwrite"]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
+    t_sim = time.perf_counter() - t0
+    with mrcfile.open(sim / "labels.mrc", permissive=True) as m:
+        labels, voxel_a = m.data.copy(), float(m.voxel_size.x)
+    with mrcfile.new(out / "sparse_labels.mrc", overwrite=True) as m:
+        m.set_data(sparse_cell_labels(labels))
+        m.voxel_size = voxel_a
+    from models.evaluate import evaluate_real
+
+    t1 = time.perf_counter()
+    res = evaluate_real(
+        args.model, str(sim / "recon.mrc"), str(out / "sparse_labels.mrc"),
+        class_map="cell=1,background=0", ignore=UNLABELLED, out=str(out / "eval"),
+    )  # fmt: skip
+    t_eval = time.perf_counter() - t1
+    cell = {k: v["per_class"]["cell"]["iou"] for k, v in res["methods"].items()}
+    summary = {
+        "preset": args.preset, "seed": args.seed, "index": args.index,
+        "input_voxel_nm": res["input_voxel_nm"], "model_voxel_nm": res["model_voxel_nm"],
+        "labelled_voxels": res["labelled_voxels"], "cell_iou": cell,
+        "simulate_s": round(t_sim, 1), "evaluate_s": round(t_eval, 1),
+        "loadavg_start": load0, "loadavg_end": os.getloadavg(), "out": str(out),
+    }  # fmt: skip
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
