@@ -32,9 +32,9 @@ def undertrained(small_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(small_dataset, tmp_path_factory):
-    """A run directory after 150 steps (cells found with IoU ≈ 0.8)."""
-    run_dir = tmp_path_factory.mktemp("seg") / "run150"
-    train_tiny_run(small_dataset, run_dir, steps=150)
+    """A run directory after 300 steps (cells found with IoU ≈ 0.8)."""
+    run_dir = tmp_path_factory.mktemp("seg") / "run300"
+    train_tiny_run(small_dataset, run_dir, steps=300)
     return run_dir
 
 
