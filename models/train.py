@@ -29,7 +29,7 @@ import os
 import posixpath
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -844,7 +844,7 @@ def _trainer_factory(job: TrainJob, fs, root: str):
 
     cfg = job.cfg
     resources = {"CPU": cfg.cpus_per_worker or _cpus_per_worker(cfg.workers)}
-    job.threads = max(1, int(resources["CPU"]))
+    job = replace(job, threads=max(1, int(resources["CPU"])))
     if cfg.use_gpu:
         resources["GPU"] = 1
 
