@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from urllib.parse import urlsplit
 
 from factory.errors import UserError
@@ -100,9 +101,37 @@ def start_ray(
         ray.init(address="local", include_dashboard=False, **kwargs)
         return True
     check_reachable(target)
-    try:
-        ray.init(address=target, **kwargs)
-    except (ConnectionError, ValueError, RuntimeError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"--address: cannot connect to Ray at {target!r} ({msg})") from None
+    _join(ray, target, kwargs)
     return True
+
+
+def _join(ray, target: str, kwargs: dict, attempts: int = 3) -> None:
+    """``ray.init(address=target)``, retrying what a loaded head does transiently.
+
+    A Ray Client head starts one server process per client and gives it 30 s
+    (``RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S``); on a busy head that start can time out and
+    the client gets ``ConnectionAbortedError("Initialization failure from server ...")``. That
+    one is retried after a pause; every other error is the user's and is reported at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=target, **kwargs)
+            return
+        except ConnectionAbortedError as err:
+            if attempt == attempts:
+                raise UserError(
+                    f"--address: cannot connect to Ray at {target!r} after {attempts} tries "
+                    f"({_last_line(err)})"
+                ) from None
+            ray.shutdown()
+            time.sleep(2.0 * attempt)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise UserError(
+                f"--address: cannot connect to Ray at {target!r} ({_last_line(err)})"
+            ) from None
+
+
+def _last_line(err: BaseException) -> str:
+    """The most specific line of an error (server tracebacks end with the cause)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__

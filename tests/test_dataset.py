@@ -285,10 +285,13 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
 
 @pytest.mark.slow
-def test_multinode_cluster(small_dataset, tmp_path):
+def test_multinode_cluster(small_dataset, tmp_path, monkeypatch):
     """Two raylets of one CPU each (``ray.cluster_utils.Cluster``); ``--address ray://HOST:PORT``
     (Ray Client) and ``--address auto`` (``$RAY_ADDRESS``) join them, 2 workers, one per node."""
     import socket
+
+    # The head gives each Ray Client server process 30 s to start; a loaded CI machine needs more.
+    monkeypatch.setenv("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "180")
 
     from ray.cluster_utils import Cluster
 

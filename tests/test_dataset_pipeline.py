@@ -200,3 +200,38 @@ def test_code_block_records_the_git_state():
 
     assert info["torch"] == torch.__version__.split("+")[0] or info["torch"] == torch.__version__
     assert info["ray"] == ray.__version__
+
+
+class _FlakyHead:
+    """Stands in for ``ray`` when a Ray Client head fails the first ``fails`` inits, as a loaded
+    head does when its per-client server misses the start deadline (not reproducible on demand)."""
+
+    def __init__(self, fails: int, error: Exception):
+        self.fails, self.error, self.inits, self.shutdowns = fails, error, 0, 0
+
+    def init(self, address, **kwargs):
+        self.inits += 1
+        if self.inits <= self.fails:
+            raise self.error
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_join_retries_only_a_transient_client_start_failure(monkeypatch):
+    from factory import cluster
+
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    abort = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback ...\nRuntimeError: Proxy failed"
+    )
+    head = _FlakyHead(2, abort)
+    cluster._join(head, "ray://h:1", {})
+    assert (head.inits, head.shutdowns) == (3, 2)
+    head = _FlakyHead(3, abort)
+    with pytest.raises(UserError, match=r"after 3 tries \(RuntimeError: Proxy failed\)"):
+        cluster._join(head, "ray://h:1", {})
+    head = _FlakyHead(1, ValueError("bad address\nmore"))
+    with pytest.raises(UserError, match=r"'ray://h:1' \(more\)"):
+        cluster._join(head, "ray://h:1", {})
+    assert head.inits == 1
