@@ -9,7 +9,8 @@ Three rates, in stacks (training samples) per second:
 
 1. **input, local shards**: :class:`models.data.StackStream` over one full pass of the ``train``
    shards of a dataset on local disk, exactly as a Ray Train worker runs it: sha256 check of each
-   shard, tar parse, gzip inflate and ``.npy`` decode, random 7-slice stacks, background-only
+   shard, each sample read by seeking to its span, gzip inflate and ``.npy`` decode, random 7-slice
+   stacks in the run's global order, background-only
    stacks dropped, batches collated and augmented (every augmentation of the reference on);
 2. **input, loopback S3**: the same from a real S3 HTTP endpoint (moto's ``ThreadedMotoServer``
    started here on 127.0.0.1; the shards are uploaded first, the upload is not timed);
@@ -74,24 +75,19 @@ def _upload(local: str, fs, root: str) -> None:
 def input_rate(url: str, cfg, endpoint_url: str | None = None) -> tuple[float, int, float]:
     """``(stacks/s, stacks, seconds)`` of one pass over the dataset's train shards."""
     from factory.dataset.manifest import read_manifest
-    from models.data import StackStream
+    from models.data import SampleSource, StackStream
+    from models.order import StreamState, block_size_for
 
     m = read_manifest(url, endpoint_url=endpoint_url)
     shards = [s for s in m["shards"] if s["split"] == "train"]
     ncls = len(m["labels"]["classes"])
     t0 = time.perf_counter()
-    stream = StackStream(
-        url,
-        shards,
-        cfg,
-        np.random.default_rng(0),
-        endpoint_url=endpoint_url,
-        fields=m["fields"],
-        num_classes=ncls,
-        passes=1,
-    )
+    src = SampleSource(url, shards, endpoint_url=endpoint_url, fields=m["fields"], num_classes=ncls)
+    state = StreamState.new(src.n, block_size_for(src.n, cfg.mix_volumes, 1), cfg.seed, 1)
     n = 0
-    for x, _ in stream.batches(cfg.batch_size):
+    for x, _, where in StackStream(src, cfg, state, 0).batches():
+        if any(e > 0 for e, _, _ in where["stacks"]):
+            break  # the first stack of the second pass: one pass done
         n += x.shape[0]
     dt = time.perf_counter() - t0
     return n / dt, n, dt

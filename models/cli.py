@@ -67,6 +67,12 @@ def register(app: typer.Typer) -> None:
         use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per worker"),
         batch_size: int | None = typer.Option(None, "--batch-size", help="stacks per step"),
         max_steps: int | None = typer.Option(None, "--max-steps", help="stop after S steps"),
+        checkpoint_every: int | None = typer.Option(
+            None,
+            "--checkpoint-every",
+            help="also checkpoint every N steps (model, optimiser and stream position: a resumed "
+            "run continues with the exact next sample); default: at epoch ends",
+        ),
         steps_per_epoch: int | None = typer.Option(
             None, "--steps-per-epoch", help="steps per worker and epoch (default: one pass)"
         ),
@@ -135,6 +141,7 @@ def register(app: typer.Typer) -> None:
             use_gpu=use_gpu or None,
             batch_size=batch_size,
             max_steps=max_steps,
+            checkpoint_every=checkpoint_every,
             steps_per_epoch=steps_per_epoch,
             model=model,
             features=features,

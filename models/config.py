@@ -67,6 +67,8 @@ class TrainConfig(StrictModel):
     epochs: int = Field(10, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the worker's slices
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimiser steps in total
+    # also checkpoint (with the stream position) every this many steps; None: at epoch ends only
+    checkpoint_every: int | None = Field(None, ge=1)
     lr: float = Field(1e-4, gt=0)
     # constant, or cosine decay from lr to 0 over the run's steps (a stable last checkpoint)
     lr_schedule: Literal["constant", "cosine"] = "constant"

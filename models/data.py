@@ -5,12 +5,15 @@ Volumes are (Z, Y, X); a *stack* is the ``window`` slices around a centre index 
 labels (H, W) int64 (−1 = unannotated). Near the volume ends the stack is mirrored (reflect), the
 same as at inference, so every slice can be a centre.
 
-Streaming: each Ray Train worker reads its share of the manifest's shards (:func:`shards_for_rank`,
-never a directory listing) through :func:`factory.dataset.manifest.iter_samples` (sha256 checked),
-keeps ``mix_volumes`` volumes in memory and draws stacks across them in random order (each slice
-once per pass), drops background-only stacks with probability ``1 − background_keep`` (the reference
-drops 98 %), optionally mixes in annotated slices of a real tomogram (few-shot, with probability
-``real_ratio``), and augments whole batches at once (:func:`augment_batch`).
+Streaming: every rank reads the training samples in the run's global order
+(:mod:`models.order`), a block of ``mix_volumes`` samples at a time, each sample by seeking to its
+byte span in its shard (:class:`SampleSource`; the shard's sha256 is checked in one sequential pass
+the first time the worker touches it), and draws the block's kept slices across its volumes in
+random order (each slice once per epoch); background-only stacks are dropped with probability
+``1 − background_keep`` (the reference drops 98 %), annotated slices of a real tomogram are mixed
+in with probability ``real_ratio`` (few-shot), and whole batches are augmented at once
+(:func:`augment_batch`). Every draw derives from the seed and the position it is drawn for, so a
+stream restarted at a saved position continues exactly (:class:`StackStream`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +75,22 @@ def is_background_only(lab: np.ndarray) -> bool:
     return not bool((lab > 0).any())
 
 
+def kept_centres(
+    labels: np.ndarray, *, axis: int, rng: np.random.Generator, background_keep: float = 1.0
+) -> list[int]:
+    """Every slice index along ``axis`` once, in random order; background-only slices kept with
+    probability ``background_keep``, slices without any annotation left out."""
+    out = []
+    for c in rng.permutation(labels.shape[axis]):
+        lab = np.take(labels, int(c), axis=axis)
+        if not bool((lab != IGNORE_INDEX).any()):
+            continue
+        if is_background_only(lab) and rng.random() >= background_keep:
+            continue
+        out.append(int(c))
+    return out
+
+
 def volume_stacks(
     recon: np.ndarray,
     labels: np.ndarray,
@@ -79,15 +100,9 @@ def volume_stacks(
     rng: np.random.Generator,
     background_keep: float = 1.0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Every slice of a volume once, in random order, as (stack, labels); background-only slices
-    are kept with probability ``background_keep``, slices without any annotation are skipped."""
-    for c in rng.permutation(recon.shape[axis]):
-        lab = label_slice(labels, int(c), axis)
-        if not bool((lab != IGNORE_INDEX).any()):
-            continue
-        if is_background_only(lab) and rng.random() >= background_keep:
-            continue
-        yield slice_stack(recon, int(c), axis, window), lab
+    """The (stack, labels) of :func:`kept_centres`."""
+    for c in kept_centres(labels, axis=axis, rng=rng, background_keep=background_keep):
+        yield slice_stack(recon, c, axis, window), label_slice(labels, c, axis)
 
 
 def crop_or_pad(
@@ -214,14 +229,6 @@ def augment_batch(
 # --- streaming from shards ------------------------------------------------------------------------
 
 
-def shards_for_rank(shards: list[dict], rank: int, world: int) -> list[dict]:
-    """This rank's share of ``shards`` (round robin); with fewer shards than ranks, ranks share."""
-    if not shards:
-        return []
-    mine = shards[rank::world]
-    return mine if mine else [shards[rank % len(shards)]]
-
-
 def iter_volumes(
     dataset_url: str,
     shards: list[dict],
@@ -263,160 +270,246 @@ def iter_volumes(
                 on_bad(rec["url"], str(err))
 
 
-class StackStream:
-    """Endless stream of (stack, labels) from one worker's shards (see module docstring).
+class SampleSource:
+    """The training samples ``0 … n−1`` (manifest order over ``shards``), each read on its own.
 
-    Args:
-        dataset_url: dataset root (local or ``s3://``).
-        shards: this worker's shard records (from the manifest).
-        cfg: :class:`~models.config.TrainConfig`.
-        rng: numpy Generator driving the order, drops and crops.
-        real: optional ``(volume, labels)`` of a real tomogram (already normalised; labels −1 where
-            unannotated) mixed in with probability ``cfg.real_ratio``.
-        passes: stop after this many passes over the shards (None: endless).
+    The first read of a shard makes one sequential pass over it (size and sha256 checked, the
+    byte span of each sample noted: :func:`~factory.dataset.manifest.shard_spans`); every read
+    after that seeks to the sample's span (a range request on object storage), with every member
+    check. A shard failing its checks raises :class:`~factory.dataset.manifest.DatasetError`, or
+    with ``allow_bad_shards`` its samples read as None (``on_bad(url, reason)`` is called once).
     """
 
     def __init__(
         self,
         dataset_url: str,
         shards: list[dict],
-        cfg,
-        rng: np.random.Generator,
         *,
         endpoint_url: str | None = None,
         fields: dict | None = None,
         num_classes: int | None = None,
-        real: tuple[np.ndarray, np.ndarray] | None = None,
-        passes: int | None = None,
+        allow_bad_shards: bool = False,
+        on_bad: Callable[[str, str], None] | None = None,
+        input_field: str = "recon",
     ):
-        self.url, self.shards, self.cfg, self.rng = dataset_url, list(shards), cfg, rng
-        self.endpoint_url, self.fields, self.num_classes = endpoint_url, fields, num_classes
-        self.passes = passes
+        self.url, self.shards, self.endpoint_url = dataset_url, list(shards), endpoint_url
+        self.fields, self.num_classes, self.input_field = fields, num_classes, input_field
+        self.allow_bad_shards, self.on_bad = allow_bad_shards, on_bad
+        self._ends = np.cumsum([int(s["nsamples"]) for s in self.shards])
+        self._spans: dict[int, dict | None] = {}
+        self._open: OrderedDict[int, Any] = OrderedDict()  # the last few shards read, kept open
+
+    @property
+    def n(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def locate(self, i: int) -> tuple[dict, int]:
+        """``(shard record, sample index in its dataset)`` of training sample ``i``."""
+        j = int(np.searchsorted(self._ends, i, side="right"))
+        rec = self.shards[j]
+        return rec, int(rec["first_index"]) + i - (int(self._ends[j]) - int(rec["nsamples"]))
+
+    def key(self, i: int) -> str:
+        """A name of sample ``i`` unique across a mixture: ``[root/]shard-url#index``."""
+        rec, idx = self.locate(i)
+        root = rec.get("root")
+        return f"{root + '/' if root else ''}{rec['url']}#{idx}"
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(recon float32, labels)`` of sample ``i``; None if its shard was skipped as bad."""
+        from factory.dataset.manifest import DatasetError, read_sample, shard_spans
+
+        rec, idx = self.locate(i)
+        j = int(np.searchsorted(self._ends, i, side="right"))
+        try:
+            if j not in self._spans:
+                self._spans[j] = shard_spans(self.url, rec, endpoint_url=self.endpoint_url)
+            spans = self._spans[j]
+            if spans is None:
+                return None
+            s = read_sample(
+                self.url, rec, idx, spans[idx], endpoint_url=self.endpoint_url,
+                fields=self.fields, fh=self._file(j, rec),
+            )  # fmt: skip
+            return self._check(s, rec)
+        except DatasetError as err:
+            if not self.allow_bad_shards:
+                raise
+            self._spans[j] = None
+            if self.on_bad is not None:
+                self.on_bad(rec["url"], str(err))
+            return None
+
+    def _file(self, j: int, rec: dict, keep: int = 8):
+        """Shard ``j`` open for random access; at most ``keep`` stay open (least recent closed)."""
+        from factory.dataset.manifest import open_shard
+
+        if j in self._open:
+            self._open.move_to_end(j)
+            return self._open[j]
+        fh = self._open[j] = open_shard(self.url, rec, endpoint_url=self.endpoint_url)
+        while len(self._open) > keep:
+            self._open.popitem(last=False)[1].close()
+        return fh
+
+    def _check(self, s: dict, rec: dict) -> tuple[np.ndarray, np.ndarray]:
+        from factory.dataset.manifest import DatasetError
+
+        if self.input_field not in s or "labels" not in s:
+            raise DatasetError(
+                f"shard {rec['url']} sample {s['__key__']}: no {self.input_field!r} or 'labels' field"
+            )
+        lab = s["labels"]
+        if self.num_classes is not None and lab.size and int(lab.max()) >= self.num_classes:
+            raise DatasetError(
+                f"shard {rec['url']} sample {s['__key__']}: label {int(lab.max())} "
+                f"outside the manifest's {self.num_classes} classes"
+            )
+        return s[self.input_field].astype(np.float32), lab
+
+
+class StackStream:
+    """One rank's endless stream of slice stacks in the run's global order (exactly resumable).
+
+    Which blocks of samples this rank consumes, and from which stack, is
+    :class:`~models.order.StreamState`'s; the stacks of a block (the kept centres of each of its
+    volumes, drawn from ``(seed, epoch, sample)``, in an order drawn from ``(seed, epoch,
+    block)``), their crops, the real-data slots and the augmentation of a step are drawn from
+    ``(seed, …)`` and their own position alone, never from what was drawn before, so the stream
+    continues from any position with the same stacks it would have given.
+
+    Parameters
+    ----------
+    source : SampleSource
+        The training samples.
+    cfg : TrainConfig
+        Stack, batch and augmentation settings; ``cfg.seed`` seeds every draw.
+    state : StreamState
+        The global order and this rank's position (``state.positions[rank]``).
+    rank : int
+        This rank.
+    real : tuple of ndarray, optional
+        ``(volume, labels)`` of a real tomogram (normalised; labels −1 where unannotated), each
+        batch slot drawn from it with probability ``cfg.real_ratio``.
+    """
+
+    def __init__(self, source: SampleSource, cfg, state, rank: int, *, real=None):
+        self.source, self.cfg, self.state, self.rank = source, cfg, state, rank
         self.bad_shards: dict[str, str] = {}
-        self.volumes_read = 0
-        self.real = real
-        self.real_centres = None
+        if source.on_bad is None:
+            source.on_bad = self.note_bad_shard
+        self.real, self.real_centres = real, None
         if real is not None:
-            vol, lab = real
-            check_window(vol.shape, cfg.axis, cfg.window, "real volume")
-            if vol.shape != lab.shape:
-                raise UserError(
-                    f"real labels: shape {lab.shape} differs from the real volume's {vol.shape}"
-                )
-            other = tuple(i for i in range(3) if i != cfg.axis)
-            annotated = (lab != IGNORE_INDEX).any(axis=other)
-            self.real_centres = np.flatnonzero(annotated)
-            if self.real_centres.size == 0:
-                raise UserError("real labels: no annotated slice (every voxel is −1)")
+            self.real_centres = _annotated_centres(real, cfg)
 
     def note_bad_shard(self, url: str, reason: str) -> None:
         """Record a shard skipped under ``allow_bad_shards`` (also for validation reads)."""
         self.bad_shards[url] = reason
 
-    def _volumes(self) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-        n = 0
-        while self.passes is None or n < self.passes:
-            order = self.rng.permutation(len(self.shards))
-            got = 0
-            for vol in iter_volumes(
-                self.url,
-                [self.shards[i] for i in order],
-                endpoint_url=self.endpoint_url,
-                fields=self.fields,
-                num_classes=self.num_classes,
-                allow_bad_shards=self.cfg.allow_bad_shards,
-                on_bad=self.note_bad_shard,
-            ):
-                got += 1
-                self.volumes_read += 1
-                yield vol
-            if got == 0:
+    def _block(self, epoch: int, block: int) -> list[tuple]:
+        """The block's stacks in drawn order: ``(sample, volume, labels, centre)``."""
+        from models.order import MIX, STACKS, rng
+
+        cfg, out = self.cfg, []
+        for i in self.state.block_samples(epoch, block):
+            got = self.source.read(int(i))
+            if got is None:
+                continue
+            recon, lab = got
+            check_window(recon.shape, cfg.axis, cfg.window, "dataset volume")
+            g = rng(cfg.seed, STACKS, epoch, int(i))
+            for c in kept_centres(lab, axis=cfg.axis, rng=g, background_keep=cfg.background_keep):
+                out.append((int(i), recon, lab, c))
+        order = rng(cfg.seed, MIX, epoch, block).permutation(len(out))
+        return [out[j] for j in order]
+
+    def stacks(self) -> Iterator[tuple[np.ndarray, np.ndarray, tuple]]:
+        """``(stack, labels, (k, offset, epoch, sample, centre))`` from this rank's position on;
+        ``(k, offset)`` is the position *after* the stack."""
+        from models.order import CROP, rng
+
+        cfg, state = self.cfg, self.state
+        k, off = state.positions[self.rank]
+        empty = 0
+        while True:
+            it = state.item(self.rank, k)
+            block = self._block(it.epoch, it.block)
+            for j in range(off, len(block)):
+                i, recon, lab, c = block[j]
+                x, y = slice_stack(recon, c, cfg.axis, cfg.window), label_slice(lab, c, cfg.axis)
+                if cfg.patch is not None:
+                    x, y = crop_or_pad(x, y, cfg.patch, rng(cfg.seed, CROP, it.epoch, i, c))
+                yield x, y, (k, j + 1, it.epoch, i, c)
+            empty = empty + 1 if not block else 0
+            if empty > state.n_blocks:
                 raise UserError(
-                    "data: no usable sample in this worker's shards "
-                    f"{[s['url'] for s in self.shards]} (bad shards: {self.bad_shards})"
+                    f"data: no usable training stack in {empty} blocks of this worker "
+                    f"(bad shards: {self.bad_shards})"
                 )
-            n += 1
-
-    def _synthetic(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        cfg = self.cfg
-        source = self._volumes()
-        live: list[Iterator] = []
-        exhausted = False
-        while True:
-            while not exhausted and len(live) < cfg.mix_volumes:
-                try:
-                    recon, lab, _ = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                check_window(recon.shape, cfg.axis, cfg.window, "dataset volume")
-                live.append(
-                    volume_stacks(
-                        recon,
-                        lab,
-                        axis=cfg.axis,
-                        window=cfg.window,
-                        rng=self.rng,
-                        background_keep=cfg.background_keep,
-                    )
-                )
-            if not live:
-                return
-            k = int(self.rng.integers(len(live)))
-            try:
-                yield next(live[k])
-            except StopIteration:
-                live.pop(k)
-
-    def _real(self) -> tuple[np.ndarray, np.ndarray]:
-        vol, lab = self.real
-        c = int(self.rng.choice(self.real_centres))
-        x = slice_stack(vol, c, self.cfg.axis, self.cfg.window)
-        y = np.take(lab, c, axis=self.cfg.axis).astype(np.int64)
-        return x, y
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        synth = self._synthetic()
-        ratio = self.cfg.real_ratio if self.real is not None else 0.0
-        while True:
-            if ratio > 0 and self.rng.random() < ratio:
-                x, y = self._real()
-            else:
-                try:
-                    x, y = next(synth)
-                except StopIteration:
-                    return
-            if self.cfg.patch is not None:
-                x, y = crop_or_pad(x, y, self.cfg.patch, self.rng)
-            yield x, y
+            k += 1
+            off = state.item(self.rank, k).start
 
     def batches(
-        self, batch_size: int, gen: torch.Generator | None = None, augment: bool = True
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Augmented batches (B, S, H, W) float32 and (B, H, W) int64; stacks of different in-plane
-        sizes are not mixed in one batch (a partial batch is flushed first)."""
-        gen = (
-            gen if gen is not None else torch.Generator().manual_seed(int(self.rng.integers(2**62)))
-        )
-        xs, ys = [], []
-        for x, y in self:
-            if xs and x.shape != xs[0].shape:
-                yield self._collate(xs, ys, gen, augment)
-                xs, ys = [], []
-            xs.append(x)
-            ys.append(y)
-            if len(xs) == batch_size:
-                yield self._collate(xs, ys, gen, augment)
-                xs, ys = [], []
-        if xs:
-            yield self._collate(xs, ys, gen, augment)
+        self, first_step: int = 0, augment: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
+        """Augmented batches (B, S, H, W) float32 and (B, H, W) int64 with ``{"position": [k,
+        offset], "stacks": [(epoch, sample, centre), …]}`` (synthetic stacks only); the batch of
+        step ``t`` is drawn from ``(seed, rank, t)``. Stacks of different in-plane sizes are not
+        mixed in one batch (a shorter batch goes first)."""
+        from models.order import AUGMENT, REAL, rng
 
-    def _collate(self, xs, ys, gen, augment):
-        x = torch.from_numpy(np.stack(xs))
-        y = torch.from_numpy(np.stack(ys))
-        if augment:
-            x, y = augment_batch(x, y, self.cfg.augment, gen)
+        cfg, synth = self.cfg, self.stacks()
+        pending, pos = None, list(self.state.positions[self.rank])
+        step = first_step
+        while True:
+            g = rng(cfg.seed, REAL, self.rank, step)
+            xs, ys, seen = [], [], []
+            while len(xs) < cfg.batch_size:
+                if self.real is not None and cfg.real_ratio > 0 and g.random() < cfg.real_ratio:
+                    x, y, where = *self._real(g), None
+                else:
+                    x, y, where = pending if pending is not None else next(synth)
+                    pending = None
+                if xs and x.shape != xs[0].shape:
+                    pending = (x, y, where) if where is not None else None
+                    break
+                xs.append(x)
+                ys.append(y)
+                if where is not None:
+                    pos = [where[0], where[1]]
+                    seen.append(where[2:])
+            x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+            if augment:
+                gen = torch.Generator().manual_seed(
+                    int(rng(cfg.seed, AUGMENT, self.rank, step).integers(2**62))
+                )
+                x, y = augment_batch(x, y, cfg.augment, gen)
+            yield x, y, {"position": list(pos), "stacks": seen}
+            step += 1
+
+    def _real(self, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        vol, lab = self.real
+        c = int(g.choice(self.real_centres))
+        x = slice_stack(vol, c, self.cfg.axis, self.cfg.window)
+        y = np.take(lab, c, axis=self.cfg.axis).astype(np.int64)
+        if self.cfg.patch is not None:
+            x, y = crop_or_pad(x, y, self.cfg.patch, g)
         return x, y
+
+
+def _annotated_centres(real: tuple[np.ndarray, np.ndarray], cfg) -> np.ndarray:
+    """Slice indices along ``cfg.axis`` of a real tomogram with at least one labelled voxel."""
+    vol, lab = real
+    check_window(vol.shape, cfg.axis, cfg.window, "real volume")
+    if vol.shape != lab.shape:
+        raise UserError(
+            f"real labels: shape {lab.shape} differs from the real volume's {vol.shape}"
+        )
+    other = tuple(i for i in range(3) if i != cfg.axis)
+    centres = np.flatnonzero((lab != IGNORE_INDEX).any(axis=other))
+    if centres.size == 0:
+        raise UserError("real labels: no annotated slice (every voxel is −1)")
+    return centres
 
 
 class Prefetcher:

@@ -63,12 +63,17 @@ def check_same_labels(ckpt_labels: dict, data_labels: dict, what: str) -> None:
 # --- save / find / load ---------------------------------------------------------------------------
 
 
-def save_checkpoint(directory: str, model: torch.nn.Module, optimizer, state: dict) -> None:
-    """Write a checkpoint into a local ``directory`` (created by the caller)."""
+def save_checkpoint(
+    directory: str, model: torch.nn.Module, optimizer, state: dict, fault=None
+) -> None:
+    """Write a checkpoint into a local ``directory`` (created by the caller); ``fault`` is called
+    between the files (a test's fault injection)."""
     import os
 
     net = model.module if hasattr(model, "module") else model
     torch.save(net.state_dict(), os.path.join(directory, MODEL_NAME))
+    if fault is not None:
+        fault()
     if optimizer is not None:
         torch.save(optimizer.state_dict(), os.path.join(directory, OPTIM_NAME))
     with open(os.path.join(directory, STATE_NAME), "w", encoding="utf-8") as fh:
@@ -105,7 +110,7 @@ def find_checkpoint(url: str, *, endpoint_url: str | None = None) -> tuple[str, 
 
 
 def _find_in(fs, path: str) -> tuple[str, dict] | None:
-    from factory.dataset.storage import list_dir
+    from factory.dataset.storage import is_file, list_dir
 
     state = _read_state(fs, path)
     if state is not None:
@@ -114,6 +119,8 @@ def _find_in(fs, path: str) -> tuple[str, dict] | None:
     for info in list_dir(fs, path, recursive=True):
         if info.base_name == STATE_NAME and "checkpoint_" in info.path:
             d = posixpath.dirname(info.path)
+            if not is_file(fs, posixpath.join(d, MODEL_NAME)):
+                continue  # a checkpoint whose upload was cut (a killed run): not a checkpoint
             st = _read_state(fs, d)
             key = (int(st.get("step", 0)), int(st.get("epoch", 0)), d)
             if best is None or key > best[0]:

@@ -1,20 +1,29 @@
 """Streaming training with Ray Train: ``train(config, data_url, run_dir)``.
 
-A :class:`ray.train.torch.TorchTrainer` starts ``config.workers`` workers. Each streams its share of
-the manifest's ``train`` shards (:func:`models.data.shards_for_rank`; never a directory listing;
-local or ``s3://``), trains the network of :mod:`models.unet` with the focal + Dice loss on
-augmented random slice stacks, and after every epoch (``steps_per_epoch`` optimiser steps per
-worker, the same on every rank so DDP never waits) measures per-class IoU on ``val_slices``
-evenly spaced slices of the ``val`` split (default 64, shared between the ranks' shards;
-confusion matrices summed over ranks): a bounded cost per epoch, the curve's signal; the full
-per-slice evaluation is ``simaq evaluate``. Rank 0 then reports a checkpoint (model,
-optimiser, epoch, step, history, label scheme, dataset ``content_sha256``) with ``ray.train.report``
-into ``RUN_DIR/ray/checkpoint_EEEEEE`` and rewrites ``RUN_DIR/metrics.csv`` and
-``RUN_DIR/curve.png``.
+A :class:`ray.train.torch.TorchTrainer` starts ``config.workers`` workers. They stream the
+manifest's ``train`` samples (never a directory listing; local or ``s3://``) in one global order
+(:mod:`models.order`: a permutation of sample indices per epoch, cut into blocks dealt round robin
+to the ranks; :class:`models.data.StackStream` reads each sample by seeking to it), train the
+network of :mod:`models.unet` with the focal + Dice loss on augmented slice stacks, and after
+every epoch (``steps_per_epoch`` optimiser steps per worker, the same on every rank so DDP never
+waits) measure per-class IoU on ``val_slices`` evenly spaced slices of the ``val`` split (default
+64, shared between the ranks; confusion matrices summed over ranks): a bounded cost per epoch,
+the curve's signal; the full per-slice evaluation is ``simaq evaluate``.
+
+Rank 0 reports a checkpoint with ``ray.train.report`` into ``RUN_DIR/ray/checkpoint_SSSSSSSS``
+(``S`` = the step) at every epoch's end and every ``checkpoint_every`` steps: model, optimiser,
+step, history, the stream's position (:class:`models.order.StreamState`: every rank's place in
+the global order, gathered from the ranks) and the epoch's partial sums; at an epoch's end it
+also rewrites ``RUN_DIR/metrics.csv`` and ``RUN_DIR/curve.png``.
 
 Running again with the same ``RUN_DIR`` resumes from the last checkpoint (Ray Train restores its
-checkpoint list from the run directory; ``ray.train.get_checkpoint()`` hands it to the workers). A
-run directory belongs to one dataset and one architecture: a different one is refused.
+checkpoint list from the run directory; ``ray.train.get_checkpoint()`` hands it to the workers)
+with the exact next stack on every rank: every draw of the stream and of the augmentation derives
+from ``(seed, position)`` or ``(seed, rank, step)``, never from what was drawn before, so with
+the same number of workers on CPU the weights equal an uninterrupted run's bit for bit. On
+another number of workers the stream is dealt anew (:meth:`StreamState.replan`): each stack is
+still seen once per epoch. A run directory belongs to one dataset and one architecture: a
+different one is refused.
 """
 
 from __future__ import annotations
@@ -144,6 +153,9 @@ class TrainJob:
     init_weights: dict | None = None
     real: tuple | None = None
     threads: int = 1
+    # audit and test hooks, read from the driver's environment (workers may start elsewhere)
+    trace_dir: str | None = field(default_factory=lambda: os.environ.get("SIMAQ_STREAM_TRACE"))
+    kill: str | None = field(default_factory=lambda: os.environ.get("SIMAQ_TEST_KILL"))
 
     @property
     def num_classes(self) -> int:
@@ -219,22 +231,25 @@ class _Worker:
     stream: Any
     batches: Any
     bar: Any  # the driver's progress actor (rank 0 only)
+    state: Any = None  # models.order.StreamState: the global order and every rank's position
+    position: list = field(default_factory=list)  # this rank's, after the last consumed batch
     step: int = 0
-    epoch0: int = 0
     history: list = field(default_factory=list)
+    partial: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, steps, stacks
+    trace: Any = None  # file of consumed stacks ($SIMAQ_STREAM_TRACE), for audits
 
     @property
     def done(self) -> bool:
-        return self.job.cfg.max_steps is not None and self.step >= self.job.cfg.max_steps
+        return self.step >= self.job.total_steps
 
     @property
     def use_amp(self) -> bool:
         return self.job.cfg.amp and self.device.type == "cuda"
 
 
-def _restore(job: TrainJob, net) -> tuple[dict | None, int, int, list]:
+def _restore(job: TrainJob, net) -> tuple[dict | None, dict]:
     """Load the last checkpoint Ray Train hands this worker (or ``--init`` weights) into ``net``;
-    ``(optimiser state, epoch, step, history)`` to continue from."""
+    ``(optimiser state, state.json)`` to continue from (``{}`` for a new run)."""
     import ray.train
     import torch
 
@@ -242,7 +257,7 @@ def _restore(job: TrainJob, net) -> tuple[dict | None, int, int, list]:
     if ckpt is None:
         if job.init_weights is not None:
             net.load_state_dict(job.init_weights)
-        return None, 0, 0, []
+        return None, {}
     opt_state = None
     with ckpt.as_directory() as d:
         net.load_state_dict(torch.load(os.path.join(d, "model.pt"), weights_only=True))
@@ -251,7 +266,24 @@ def _restore(job: TrainJob, net) -> tuple[dict | None, int, int, list]:
             opt_state = torch.load(opt_path, weights_only=True)
         with open(os.path.join(d, "state.json"), encoding="utf-8") as fh:
             st = json.load(fh)
-    return opt_state, int(st["epoch"]), int(st["step"]), list(st.get("history", []))
+    return opt_state, st
+
+
+def _stream_state(job: TrainJob, saved: dict, n: int, world: int):
+    """The run's :class:`~models.order.StreamState`: the checkpoint's, dealt to ``world`` ranks, or
+    a new one."""
+    from models.order import StreamState, block_size_for
+
+    cfg = job.cfg
+    if "stream" not in saved:
+        return StreamState.new(n, block_size_for(n, cfg.mix_volumes, world), cfg.seed, world)
+    state = StreamState.from_json(saved["stream"])
+    if state.seed != cfg.seed or state.n != n:
+        raise UserError(
+            f"--out: the run's checkpoint streams {state.n} samples with seed {state.seed}; "
+            f"cannot resume it with {n} samples and seed {cfg.seed} (use another --out)"
+        )
+    return state.replan(world)
 
 
 def _start_worker(job: TrainJob, bar) -> _Worker:
@@ -260,7 +292,7 @@ def _start_worker(job: TrainJob, bar) -> _Worker:
     import ray.train.torch
     import torch
 
-    from models.data import Prefetcher, StackStream, shards_for_rank
+    from models.data import Prefetcher, SampleSource, StackStream
     from models.losses import FocalDiceLoss
     from models.unet import build_model, param_groups
 
@@ -272,62 +304,95 @@ def _start_worker(job: TrainJob, bar) -> _Worker:
     net = build_model(
         cfg.model, job.num_classes, window=cfg.window, features=cfg.features, depth=cfg.depth
     )
-    opt_state, epoch0, step, history = _restore(job, net)
+    opt_state, saved = _restore(job, net)
     model = ray.train.torch.prepare_model(net)
     opt = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(rank, step)))
-    stream = StackStream(
-        job.data_url, shards_for_rank(job.train_shards, rank, world), cfg, rng,
-        endpoint_url=job.endpoint_url, fields=job.fields, num_classes=job.num_classes,
-        real=job.real,
+    source = SampleSource(
+        job.data_url, job.train_shards, endpoint_url=job.endpoint_url, fields=job.fields,
+        num_classes=job.num_classes, allow_bad_shards=cfg.allow_bad_shards,
     )  # fmt: skip
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    state = _stream_state(job, saved, source.n, world)
+    stream = StackStream(source, cfg, state, rank, real=job.real)
+    step = int(saved.get("step", 0))
     w = _Worker(
         job, rank, world, device, net, model, opt,
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda"),
         loss_fn=FocalDiceLoss(cfg.focal_alpha, cfg.focal_gamma, cfg.dice_weight),
-        stream=stream, batches=Prefetcher(stream.batches(cfg.batch_size, gen), depth=cfg.prefetch),
-        bar=bar if rank == 0 else None, step=step, epoch0=epoch0, history=history,
+        stream=stream, batches=Prefetcher(stream.batches(step), depth=cfg.prefetch),
+        bar=bar if rank == 0 else None, state=state, position=list(state.positions[rank]),
+        step=step, history=list(saved.get("history", [])),
+        partial=list(saved.get("partial", [0.0, 0.0, 0.0])) if rank == 0 else [0.0, 0.0, 0.0],
+        trace=_open_trace(job.trace_dir, rank, world),
     )  # fmt: skip
     if w.bar is not None:
         w.bar.update.remote("train", step)
     return w
 
 
-def _train_steps(w: _Worker) -> tuple[list[float], int]:
-    """One epoch's optimiser steps (fewer at ``max_steps``); the losses and stacks seen."""
+def _fault(spec: str | None, point: str, step: int) -> None:
+    """Fault injection for the resume tests: ``$SIMAQ_TEST_KILL=DIR;POINT:STEP[,POINT:STEP…]``
+    (in the driver's environment) SIGKILLs rank 0's process at each ``POINT`` of step ``STEP``
+    once (a file ``DIR/POINT-STEP`` marks it done): ``step`` after an optimiser step, ``write``
+    in the middle of writing a checkpoint, ``report`` right after it was reported."""
+    if not spec:
+        return
+    where, _, points = spec.rpartition(";")
+    if f"{point}:{step}" not in points.split(","):
+        return
+    marker = os.path.join(where, f"{point}-{step}")
+    if not os.path.exists(marker):
+        import signal
+
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(f"{point}:{step}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _open_trace(d: str | None, rank: int, world: int):
+    """With ``$SIMAQ_STREAM_TRACE`` (a local directory, in the driver's environment), a file each
+    rank appends the stacks it consumes to (``step epoch sample centre``): an audit of the
+    stream, off by default."""
+    if not d:
+        return None
+    os.makedirs(d, exist_ok=True)
+    return open(os.path.join(d, f"rank{rank}-of{world}.tsv"), "a", encoding="utf-8")  # noqa: SIM115
+
+
+def _train_step(w: _Worker) -> None:
+    """One optimiser step on the next batch; the position and the epoch's sums move on."""
     import torch
 
     from models.config import learning_rate
 
     cfg, job = w.job.cfg, w.job
-    w.model.train()
-    losses, stacks = [], 0
-    for _ in range(job.steps_per_epoch):
-        x, y = next(w.batches)
-        x, y = x.to(w.device, non_blocking=True), y.to(w.device, non_blocking=True)
-        with torch.autocast(w.device.type, enabled=w.use_amp):
-            logits = w.model(x)
-        loss = w.loss_fn(logits.float(), y)
-        for group in w.opt.param_groups:
-            group["lr"] = learning_rate(cfg, w.step, job.total_steps)
-        w.opt.zero_grad(set_to_none=True)
-        w.scaler.scale(loss).backward()
-        w.scaler.step(w.opt)
-        w.scaler.update()
-        losses.append(float(loss.detach()))
-        stacks += x.shape[0]
-        w.step += 1
-        if w.bar is not None:
-            w.bar.update.remote("train", w.step)  # fire and forget
-        if w.done:
-            break
-    return losses, stacks
+    x, y, where = next(w.batches)
+    w.model.train()  # validation leaves it in eval mode
+    x, y = x.to(w.device, non_blocking=True), y.to(w.device, non_blocking=True)
+    with torch.autocast(w.device.type, enabled=w.use_amp):
+        logits = w.model(x)
+    loss = w.loss_fn(logits.float(), y)
+    for group in w.opt.param_groups:
+        group["lr"] = learning_rate(cfg, w.step, job.total_steps)
+    w.opt.zero_grad(set_to_none=True)
+    w.scaler.scale(loss).backward()
+    w.scaler.step(w.opt)
+    w.scaler.update()
+    w.step += 1
+    w.position = where["position"]
+    w.partial = [w.partial[0] + float(loss.detach()), w.partial[1] + 1, w.partial[2] + x.shape[0]]
+    if w.trace is not None:
+        src = w.stream.source
+        w.trace.writelines(f"{w.step}\t{e}\t{src.key(i)}\t{c}\n" for e, i, c in where["stacks"])
+        w.trace.flush()
+    if w.bar is not None:
+        w.bar.update.remote("train", w.step)  # fire and forget
+    if w.rank == 0:
+        _fault(w.job.kill, "step", w.step)
 
 
-def _epoch_metrics(w: _Worker, epoch: int, losses: list[float], stacks: int, train_s: float):
+def _epoch_metrics(w: _Worker, epoch: int, train_s: float) -> dict:
     """Validate, sum over the ranks, and return the epoch's metrics row."""
     import torch
     import torch.distributed as dist
@@ -335,7 +400,7 @@ def _epoch_metrics(w: _Worker, epoch: int, losses: list[float], stacks: int, tra
     from models.evaluate import scores_from_confusion
 
     t0 = time.perf_counter()
-    stats = torch.tensor([sum(losses), len(losses), stacks], dtype=torch.float64)
+    stats = torch.tensor(w.partial, dtype=torch.float64)
     cm = torch.from_numpy(
         _val_confusion(w.net, w.job, w.rank, w.world, w.device, on_bad=w.stream.note_bad_shard)
     )
@@ -359,51 +424,85 @@ def _epoch_metrics(w: _Worker, epoch: int, losses: list[float], stacks: int, tra
     }
 
 
-def _report(w: _Worker, epoch: int, metrics: dict) -> None:
-    """Report the epoch to Ray Train; rank 0 with a checkpoint, metrics.csv and curve.png."""
+def _gather_positions(w: _Worker) -> tuple[list, list]:
+    """Every rank's stream position and the epoch's sums over the ranks (a collective)."""
+    import torch
+    import torch.distributed as dist
+
+    pos = torch.tensor(w.position, dtype=torch.int64)
+    partial = torch.tensor(w.partial, dtype=torch.float64)
+    if w.world == 1 or not dist.is_initialized():
+        return [w.position], w.partial
+    every = [torch.zeros_like(pos) for _ in range(w.world)]
+    dist.all_gather(every, pos)
+    dist.all_reduce(partial)
+    return [p.tolist() for p in every], partial.tolist()
+
+
+def _report(w: _Worker, metrics: dict) -> None:
+    """Report to Ray Train; rank 0 with a checkpoint (model, optimiser, stream position) and, at
+    an epoch's end, metrics.csv and curve.png. Every rank calls it at the same steps."""
     import ray.train
 
     from models.infer import save_checkpoint
 
+    positions, partial = _gather_positions(w)
     if w.rank != 0:
         ray.train.report(metrics)
         return
+    w.state.positions = positions
+    epoch_end = "epoch" in metrics
     with tempfile.TemporaryDirectory() as tmp:
         state = {
             **w.job.ckpt_meta,
-            "epoch": epoch,
+            "epoch": len(w.history),
             "step": w.step,
             "history": w.history,
+            "stream": w.state.to_json(),
+            "partial": [0.0, 0.0, 0.0] if epoch_end else partial,
             "bad_shards": w.stream.bad_shards,
         }
-        save_checkpoint(tmp, w.net, w.opt, state)
+        save_checkpoint(tmp, w.net, w.opt, state, fault=lambda: _fault(w.job.kill, "write", w.step))
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name=f"checkpoint_{epoch:06d}",
+            checkpoint_dir_name=f"checkpoint_{w.step:08d}",
         )
-    _write_run_outputs(w.job, w.history)
+    _fault(w.job.kill, "report", w.step)
+    if epoch_end:
+        _write_run_outputs(w.job, w.history)
 
 
 def train_loop(config: dict) -> None:
     """Ray Train worker entry point (``train_loop_per_worker``): ``config`` holds the
-    :class:`TrainJob` (``job``) and the driver's progress actor (``progress``)."""
+    :class:`TrainJob` (``job``) and the driver's progress actor (``progress``).
+
+    Steps until ``total_steps``; at each epoch's end (every ``steps_per_epoch`` steps, and the
+    last step) it validates and checkpoints, and every ``checkpoint_every`` steps in between it
+    checkpoints only.
+    """
     import torch
 
     job: TrainJob = config["job"]
     torch.set_num_threads(job.threads)  # the CPUs Ray gave this worker, no more
     w = _start_worker(job, config.get("progress"))
+    spe, every = job.steps_per_epoch, job.cfg.checkpoint_every
     try:
-        for epoch in range(w.epoch0 + 1, job.cfg.epochs + 1):
-            if w.done:
-                break
-            t0 = time.perf_counter()
-            losses, stacks = _train_steps(w)
-            metrics = _epoch_metrics(w, epoch, losses, stacks, time.perf_counter() - t0)
-            w.history.append(metrics)
-            _report(w, epoch, metrics)
+        t0 = time.perf_counter()
+        while not w.done:
+            _train_step(w)
+            if w.step % spe == 0 or w.done:
+                metrics = _epoch_metrics(w, math.ceil(w.step / spe), time.perf_counter() - t0)
+                w.history.append(metrics)
+                w.partial = [0.0, 0.0, 0.0]
+                _report(w, metrics)
+                t0 = time.perf_counter()
+            elif every is not None and w.step % every == 0:
+                _report(w, {"step": w.step})
     finally:
         w.batches.close()
+        if w.trace is not None:
+            w.trace.close()
 
 
 def _write_run_outputs(job: TrainJob, history: list[dict]) -> None:
@@ -600,6 +699,12 @@ def _open_run_dir(fs, root: str, run_dir: str, cfg, m: dict, log) -> bool:
                     f"--out: {safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
                     f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
                 )
+        old_seed = (old.get("train_config") or {}).get("seed", cfg.seed)
+        if old_seed != cfg.seed and _has_checkpoint(fs, root):
+            raise UserError(
+                f"--out: {safe_url(run_dir)!r} holds a run with seed {old_seed}; its stream "
+                f"order depends on it: resume it with --seed {old_seed} (or use another --out)"
+            )
         if old["dataset_content_sha256"] != m["content_sha256"]:
             raise UserError(
                 f"--out: {safe_url(run_dir)!r} holds a run on dataset "

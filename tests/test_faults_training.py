@@ -10,17 +10,11 @@ tests/test_models.py (training refuses a flipped byte).
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
-import signal
-import threading
-import time
 
 import pytest
 from _cli import run
-from test_faults_generate import descendants
 
 from factory.dataset.manifest import DatasetError, read_manifest
 
@@ -140,62 +134,8 @@ def test_training_skips_a_bad_shard_when_asked_and_says_so(
     )
     assert code == 0, err
     assert "warning: skipped 1 bad shard(s) (--allow-bad-shards)" in err
-    state = json.loads((tmp_path / "r2/ray/checkpoint_000001/state.json").read_text())
+    state = json.loads((tmp_path / "r2/ray/checkpoint_00000002/state.json").read_text())
     assert list(state["bad_shards"]) == ["shards/train-000000.tar"]
 
 
-# --- training worker killed -----------------------------------------------------------------------
-
-
-def _rows(run_dir) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-@pytest.mark.slow
-def test_a_killed_training_worker_resumes_from_the_last_checkpoint(
-    monkeypatch, capsys, ray_session, small_dataset, tmp_path
-):
-    """SIGKILL the Ray Train worker once the checkpoint of epoch 1 is registered: the run
-    restarts from it (epoch 1's metrics row is carried over unchanged, not recomputed) and
-    finishes all epochs.  About 20-40 s on 2 cores."""
-    run_dir = tmp_path / "run"
-    snapshot = run_dir / "ray" / "checkpoint_manager_snapshot.json"
-    killed: list[int] = []
-    before: list[list[dict]] = []
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.is_set():
-            try:
-                registered = "checkpoint_000001" in snapshot.read_text()
-            except OSError:
-                registered = False
-            workers = descendants("ray::RayTrainWorker")
-            if registered and workers and (run_dir / "metrics.csv").exists():
-                before.append(_rows(run_dir))
-                os.kill(workers[0], signal.SIGKILL)
-                killed.append(workers[0])
-                return
-            time.sleep(0.01)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    try:
-        code, stdout, err = run(
-            monkeypatch, capsys, "train", "--data", str(small_dataset), "--out", str(run_dir),
-            *TINY, "--epochs", "3", "--steps-per-epoch", "3", "--val-slices", "4",
-        )  # fmt: skip
-    finally:
-        stop.set()
-        t.join(5)
-    assert killed, "the worker was not killed (training ended first?)"
-    assert code == 0, err[-3000:]
-    assert "a training worker died" in err and "restarting from the last checkpoint" in err
-    rows = _rows(run_dir)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert [int(r["step"]) for r in rows] == [3, 6, 9]
-    assert rows[0] == before[0][0]  # epoch 1 carried over from its checkpoint, not rerun
-    state = json.loads((run_dir / "ray" / "checkpoint_000003" / "state.json").read_text())
-    assert state["epoch"] == 3 and state["step"] == 9
-    assert not os.path.exists(f"/proc/{killed[0]}")
+# A training worker or the whole driver killed, and the run resumed: tests/test_resume.py.

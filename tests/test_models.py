@@ -82,7 +82,7 @@ def test_two_workers_from_s3_lower_the_loss_and_write_checkpoints(trained, small
     assert all(int(r["bad_shards"]) == 0 for r in rows)
     assert (trained / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ckpts = sorted(p for p in (trained / "ray").glob("checkpoint_*") if p.is_dir())
-    assert [p.name for p in ckpts] == [f"checkpoint_{e:06d}" for e in (1, 2, 3)]
+    assert [p.name for p in ckpts] == [f"checkpoint_{s:08d}" for s in (8, 16, 24)]
     state = json.loads((ckpts[-1] / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 24
     m = read_manifest(str(small_dataset))
@@ -98,9 +98,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     shutil.copytree(trained, run_dir)  # a run stopped after its checkpoint of epoch 3
     before = read_metrics(trained)
     args = ["train", "--data", str(small_dataset), "--out", str(run_dir), *TINY]
-    code, stdout, err = run(
-        monkeypatch, capsys, *args, "--epochs", "4", "--steps-per-epoch", "8", "--val-slices", "16"
-    )
+    more = ["--epochs", "4", "--steps-per-epoch", "8", "--val-slices", "16"]
+    code, _, err = run(monkeypatch, capsys, *args, *more)  # the run's seed is 1
+    assert code == 2 and "resume it with --seed 1" in error_line(err)
+    # on one worker where it ran on two: the stream is dealt anew (tests/test_resume.py)
+    code, stdout, err = run(monkeypatch, capsys, *args, *more, "--seed", "1")
     assert code == 0, err
     assert "resuming" in err
     rows = read_metrics(run_dir)
@@ -109,7 +111,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     assert rows[:3] == before  # history carried over from the checkpoint
     # the resumed model continues from the trained weights, not from a fresh start
     assert float(rows[3]["loss"]) < float(before[0]["loss"])
-    state = json.loads((run_dir / "ray" / "checkpoint_000004" / "state.json").read_text())
+    state = json.loads((run_dir / "ray" / "checkpoint_00000032" / "state.json").read_text())
     assert state["epoch"] == 4 and state["step"] == 32
     # another architecture in the same run directory is refused
     code, _, err = run(monkeypatch, capsys, *args, "--features", "8")
@@ -311,8 +313,8 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
     assert code == 0, err
     fs, root = resolve_filesystem(run_url, endpoint_url=s3_endpoint)
     names = {i.path[len(root) + 1 :] for i in list_dir(fs, root, recursive=True)}
-    assert {"run.json", "metrics.csv", "curve.png", "ray/checkpoint_000001/model.pt"} <= names
-    state = json.loads(fs.open_input_stream(f"{root}/ray/checkpoint_000001/state.json").read())
+    assert {"run.json", "metrics.csv", "curve.png", "ray/checkpoint_00000004/model.pt"} <= names
+    state = json.loads(fs.open_input_stream(f"{root}/ray/checkpoint_00000004/state.json").read())
     assert state["init"]["step"] == 24  # started from the synthetic run's checkpoint
     assert state["arch"]["features"] == 4  # architecture taken from --init
     assert state["real"]["labels"].endswith("real_labels.tif")
@@ -329,33 +331,23 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
 
 def test_stream_draws_only_annotated_real_slices(small_dataset):
     from models.config import TrainConfig
-    from models.data import StackStream
+    from models.data import SampleSource, StackStream
+    from models.order import StreamState
 
     m = read_manifest(str(small_dataset))
     vol = np.random.default_rng(0).normal(size=(16, 12, 16)).astype(np.float32)
     lab = np.full(vol.shape, -1, np.int8)
     lab[:, 5] = 1
     lab[3, 5, 4] = 0
-    cfg = TrainConfig(real_ratio=1.0, window=3)
-    stream = StackStream(
-        str(small_dataset), m["shards"][:1], cfg, np.random.default_rng(1), real=(vol, lab)
-    )
-    for _, (x, y) in zip(range(10), stream, strict=False):
-        assert x.shape == (3, 16, 16)
-        assert np.array_equal(y, lab[:, 5].astype(np.int64))
+    cfg = TrainConfig(real_ratio=1.0, window=3, batch_size=4)
+    src = SampleSource(str(small_dataset), m["shards"][:1])
+    stream = StackStream(src, cfg, StreamState.new(src.n, 1, 0, 1), 0, real=(vol, lab))
+    for _, (x, y, where) in zip(range(3), stream.batches(augment=False), strict=False):
+        assert x.shape == (4, 3, 16, 16) and where["stacks"] == []  # no synthetic stack
+        assert all(np.array_equal(yy, lab[:, 5].astype(np.int64)) for yy in y.numpy())
 
 
 # --- streaming pieces -----------------------------------------------------------------------------
-
-
-def test_each_rank_streams_its_own_share_of_the_manifest():
-    from models.data import shards_for_rank
-
-    shards = [{"url": f"s{i}"} for i in range(5)]
-    parts = [shards_for_rank(shards, r, 2) for r in range(2)]
-    assert [s["url"] for s in parts[0]] == ["s0", "s2", "s4"]
-    assert [s["url"] for s in parts[1]] == ["s1", "s3"]
-    assert shards_for_rank(shards[:1], 1, 2) == shards[:1]  # fewer shards than ranks: shared
 
 
 def test_background_only_and_unannotated_slices_are_skipped():
@@ -452,7 +444,7 @@ def test_checkpoint_of_another_label_table_is_refused(
     monkeypatch, capsys, trained, small_dataset, tmp_path
 ):
     ckpt = tmp_path / "other"
-    shutil.copytree(trained / "ray" / "checkpoint_000003", ckpt)
+    shutil.copytree(trained / "ray" / "checkpoint_00000024", ckpt)
     state = json.loads((ckpt / "state.json").read_text())
     state["labels"]["scheme"] = "simaq4"
     state["labels"]["map_from_full"] = [0, 1, 2, 3, 1, 1, 1]

@@ -566,6 +566,92 @@ def _iter_tar(
         raise DatasetError(f"shard {name}: holds {count} samples, the manifest says {n}")
 
 
+def shard_spans(
+    dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None
+) -> dict[int, tuple[int, int]]:
+    """``{sample index: (start, end)}``: the byte span of each sample's members in a shard.
+
+    One sequential pass (nothing kept but the spans): the shard's size and sha256 are checked
+    against the manifest and every member's name, type and key as :func:`iter_samples` checks them
+    (payloads are hashed, not decoded; :func:`read_sample` checks those). The spans let a reader
+    seek to a sample (:func:`read_sample`) instead of reading the shard from its start.
+    """
+    url = check_relative_url(shard_record.get("url"))
+    fs, path = _shard_path(dataset_url, url, endpoint_url, shard_record)
+    first, n = shard_record["first_index"], shard_record["nsamples"]
+    spans: dict[int, list[int]] = {}
+    last, key = first - 1, None
+    try:
+        # buffered: tarfile reads 512-byte headers, each an HTTP request on object storage
+        with fs.open_input_stream(path, buffer_size=_CHUNK) as fh:
+            reader = _HashingReader(fh)
+            for info in tarfile.open(fileobj=reader, mode="r|"):
+                where, k, _, _, _, _ = _check_member(info, url, None)
+                if k != key:
+                    last, key = _check_key(where, k, last, first, n), k
+                    spans[last] = [info.offset, 0]
+                spans[last][1] = info.offset_data + info.size
+            reader.drain()
+    except (tarfile.TarError, EOFError) as err:
+        raise DatasetError(f"shard {url}: damaged tar ({err})") from None
+    except FileNotFoundError:
+        raise DatasetError(f"shard {url}: missing") from None
+    _check_digest(url, shard_record, reader.size, reader.sha.hexdigest())
+    if len(spans) != n:
+        raise DatasetError(f"shard {url}: holds {len(spans)} samples, the manifest says {n}")
+    return {i: (a, b) for i, (a, b) in spans.items()}
+
+
+def read_sample(
+    dataset_url: str,
+    shard_record: dict,
+    index: int,
+    span: tuple[int, int],
+    *,
+    endpoint_url: str | None = None,
+    fields: dict | None = None,
+    fh=None,
+) -> dict:
+    """Sample ``index`` of a shard, read from its byte ``span`` alone (see :func:`shard_spans`),
+    with every member check of :func:`iter_samples`; ``fh``: the shard already open for random
+    access (:func:`open_shard`), which saves a metadata request per read on object storage."""
+    url = check_relative_url(shard_record.get("url"))
+    start, end = span
+    if not 0 <= start < end <= shard_record["bytes"]:
+        raise DatasetError(f"shard {url}: sample {index} span {span} outside the shard")
+    if fh is None:
+        with open_shard(dataset_url, shard_record, endpoint_url=endpoint_url) as f:
+            data = f.read_at(end - start, start)
+    else:
+        data = fh.read_at(end - start, start)
+    if len(data) != end - start:
+        raise DatasetError(f"shard {url}: truncated at sample {index}")
+    one = {"first_index": index, "nsamples": 1}
+    # two zero blocks close the archive, as at the end of the shard
+    stream = io.BytesIO(bytes(data) + bytes(2 * tarfile.BLOCKSIZE))
+    return next(_iter_tar(stream, url, one, fields))
+
+
+def open_shard(dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None):
+    """A shard opened for random access (a pyarrow ``NativeFile``; links refused)."""
+    url = check_relative_url(shard_record.get("url"))
+    fs, path = _shard_path(dataset_url, url, endpoint_url, shard_record)
+    try:
+        return fs.open_input_file(path)
+    except FileNotFoundError:
+        raise DatasetError(f"shard {url}: missing") from None
+
+
+def _shard_path(dataset_url: str, url: str, endpoint_url: str | None, record: dict):
+    """``(filesystem, path)`` of a shard, links refused."""
+    from factory.dataset.storage import resolve_filesystem
+
+    root, _ = _dataset_root(record.get("root", dataset_url))
+    fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
+    check_no_links(fs, rootpath, url, f"shard {url}")
+    return fs, posixpath.join(rootpath, url)
+
+
 def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
     """Refuse a local ``rootpath/url`` that is a symbolic link, lies under one inside the root, or
     is not a regular file (a FIFO, a device); ``what`` names it in the message.
