@@ -222,125 +222,160 @@ def run_ray(
     progress = ray.remote(ProgressActor).options(num_cpus=0, max_restarts=-1).remote()
     cfg = config.to_json()
     actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
-    ready_refs = [a.ready.remote() for a in actors]  # runs before any build on each actor
-    pending = deque(specs)
-    inflight: dict = {}  # ref -> (actor index, spec)
-    load = [0] * n_workers
-    alive = [True] * n_workers
-    nodes: list[str | None] = [None] * n_workers  # where each actor last ran
-    # an actor last seen on a dead node gets no new shard until a probe says it runs again; its
-    # shards not yet started are cancelled and go back to the queue for the others
-    probes: dict = {}  # ready ref of a probe -> actor index
-    cancelled: set = set()  # build refs cancelled on a lost actor (requeued once they resolve)
-    ready_of = dict(zip(ready_refs, range(n_workers), strict=True))
-    checked = time.monotonic()
+    pool = _ActorPool(ray, actors, progress, specs, (num_cpus, num_gpus), max_in_flight)
     records: list[dict] = []
-    failure: ShardFailed | None = None
-    seen: dict[str, int] = {}  # samples reported per shard in flight
-    take = progress.take.remote() if on_progress is not None else None  # the poll in flight
     try:
-        while pending or inflight:
-            if failure is None:
-                for a in range(n_workers):
-                    while (
-                        alive[a]
-                        and a not in probes.values()
-                        and pending
-                        and load[a] < max_in_flight
-                    ):
-                        spec = pending.popleft()
-                        ref = actors[a].build.remote(spec.to_json(), progress)
-                        inflight[ref] = (a, spec)
-                        load[a] += 1
-            else:
-                pending.clear()
-            if not inflight and not probes:
-                if pending:  # cannot happen: a live actor is never left without a probe
-                    raise ShardFailed(pending[0].name, "no Ray worker is left to build it")
-                break
-            ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=0.2)
-            if ready_refs:
-                done, ready_refs = ray.wait(ready_refs, num_returns=len(ready_refs), timeout=0)
-                for ref in done:
-                    try:
-                        nodes[ready_of[ref]] = ray.get(ref)
-                    except ray.exceptions.RayActorError:
-                        pass  # its build tasks report the failure
-                if not ready_refs and on_ready is not None:
-                    on_ready()
-            if time.monotonic() - checked > 2.0:
-                checked = time.monotonic()
-                dead = _dead_nodes(ray)
-                lost = [a for a in range(n_workers) if alive[a] and nodes[a] in dead]
-                lost = lost if failure is None else []
-                for a in lost:
-                    if a not in probes.values():
-                        probes[actors[a].ready.remote()] = a
-                        for ref, (b, _spec) in inflight.items():
-                            if b == a and ref not in cancelled:
-                                ray.cancel(ref)  # a shard already running finishes normally
-                                cancelled.add(ref)
-                for a in _actors_to_retire(ray, alive, nodes, num_cpus, num_gpus, dead):
-                    ray.kill(actors[a], no_restart=True)  # its tasks fail and are requeued below
-                    alive[a] = False
-            if take is not None:  # never block on the reporter: it may be restarting elsewhere
-                took, _ = ray.wait([take], timeout=0)
-                if took:
-                    try:
-                        updates = ray.get(took[0])
-                    except ray.exceptions.RayError:  # lost with its node: skip this poll
-                        updates = {}
-                    take = progress.take.remote()
-                    running = {spec.name for _, spec in inflight.values()}
-                    for name, done in updates.items():
-                        if name in running and done > seen.get(name, 0):
-                            seen[name] = done
-                            on_progress(name, done)
-            for ref in ready:
-                if ref in probes:
-                    a = probes.pop(ref)
-                    try:
-                        nodes[a] = ray.get(ref)  # restarted (elsewhere): it takes shards again
-                    except ray.exceptions.RayError:
-                        pass  # retired, or out of restarts: its build tasks say which
-                    continue
-                a, spec = inflight.pop(ref)
-                load[a] -= 1
-                try:
-                    rec, nodes[a] = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - any worker failure stops the run
-                    if ref in cancelled and isinstance(err, ray.exceptions.TaskCancelledError):
-                        cancelled.discard(ref)
-                        pending.appendleft(spec)  # never started on the lost actor
-                        continue
-                    if isinstance(err, ray.exceptions.RayActorError) and not alive[a]:
-                        pending.appendleft(spec)  # retired on purpose: a live actor builds it
-                        continue
-                    cause = getattr(err, "cause", None) or err
-                    if failure is None:
-                        user = cause if isinstance(cause, UserError) else None
-                        text = str(cause).strip().splitlines()
-                        msg = (
-                            text[-1]
-                            if user is not None and text
-                            else f"{type(cause).__name__}: {cause}"
-                        )
-                        failure = ShardFailed(spec.name, msg, user)
-                    continue
-                if on_progress is not None and seen.pop(spec.name, 0) < spec.nsamples:
-                    on_progress(spec.name, spec.nsamples)
-                cancelled.discard(ref)
-                if on_record is not None:
-                    on_record(rec)
-                else:
-                    records.append(rec)
+        pool.run(on_progress, on_record or records.append, on_ready)
     finally:
         for actor in actors:
             ray.kill(actor)
         ray.kill(progress)
-    if failure is not None:
-        raise failure
+    if pool.failure is not None:
+        raise pool.failure
     return records
+
+
+class _ActorPool:
+    """Shards dealt to a fixed pool of shard actors, ``max_in_flight`` each, as they free up.
+
+    Ray restarts a dead actor and retries its task (``max_restarts``, ``max_task_retries``); what
+    is this class's own is the loss of a *node*: an actor last seen on a dead node gets no new
+    shard until a probe (its ``ready``) says it runs again, its shards not yet started are
+    cancelled and requeued, and when the cluster no longer holds the whole pool the surplus
+    actors are retired and their shards requeued to the others.
+    """
+
+    def __init__(self, ray, actors: list, progress, specs, shape, max_in_flight: int):
+        self.ray, self.actors, self.progress = ray, actors, progress
+        self.shape, self.max_in_flight = shape, max_in_flight
+        n = len(actors)
+        self.pending = deque(specs)
+        self.inflight: dict = {}  # build ref -> (actor index, spec)
+        self.load, self.alive = [0] * n, [True] * n
+        self.nodes: list[str | None] = [None] * n  # where each actor last ran
+        self.probes: dict = {}  # ready ref of a probe -> actor index
+        self.cancelled: set = set()  # build refs cancelled on a lost actor (requeued later)
+        self.ready_refs = [a.ready.remote() for a in actors]  # runs before any build
+        self.ready_of = dict(zip(self.ready_refs, range(n), strict=True))
+        self.failure: ShardFailed | None = None
+        self.seen: dict[str, int] = {}  # samples reported per shard in flight
+
+    def run(self, on_progress: ProgressFn | None, on_record: RecordFn, on_ready) -> None:
+        """Until every shard is built (or, after a failure, every shard in flight is done)."""
+        take = self.progress.take.remote() if on_progress is not None else None
+        checked = time.monotonic()
+        while self.pending or self.inflight:
+            self._fill()
+            if not self.inflight and not self.probes:
+                if self.pending:  # cannot happen: a live actor is never left without a probe
+                    raise ShardFailed(self.pending[0].name, "no Ray worker is left to build it")
+                break
+            ready, _ = self.ray.wait([*self.inflight, *self.probes], num_returns=1, timeout=0.2)
+            self._note_ready(on_ready)
+            if time.monotonic() - checked > 2.0:
+                checked = time.monotonic()
+                self._check_nodes()
+            if take is not None:
+                take = self._poll_progress(take, on_progress)
+            for ref in ready:
+                self._settle(ref, on_progress, on_record)
+
+    def _fill(self) -> None:
+        if self.failure is not None:
+            self.pending.clear()
+            return
+        for a, actor in enumerate(self.actors):
+            while (
+                self.alive[a]
+                and a not in self.probes.values()
+                and self.pending
+                and self.load[a] < self.max_in_flight
+            ):
+                spec = self.pending.popleft()
+                self.inflight[actor.build.remote(spec.to_json(), self.progress)] = (a, spec)
+                self.load[a] += 1
+
+    def _note_ready(self, on_ready) -> None:
+        if not self.ready_refs:
+            return
+        done, self.ready_refs = self.ray.wait(
+            self.ready_refs, num_returns=len(self.ready_refs), timeout=0
+        )
+        for ref in done:
+            try:
+                self.nodes[self.ready_of[ref]] = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError:
+                pass  # its build tasks report the failure
+        if not self.ready_refs and on_ready is not None:
+            on_ready()
+
+    def _check_nodes(self) -> None:
+        ray = self.ray
+        dead = _dead_nodes(ray)
+        if self.failure is None:
+            for a in range(len(self.actors)):
+                if self.alive[a] and self.nodes[a] in dead and a not in self.probes.values():
+                    self.probes[self.actors[a].ready.remote()] = a
+                    for ref, (b, _spec) in self.inflight.items():
+                        if b == a and ref not in self.cancelled:
+                            ray.cancel(ref)  # a shard already running finishes normally
+                            self.cancelled.add(ref)
+        for a in _actors_to_retire(ray, self.alive, self.nodes, *self.shape, dead):
+            ray.kill(self.actors[a], no_restart=True)  # its tasks fail and are requeued
+            self.alive[a] = False
+
+    def _poll_progress(self, take, on_progress: ProgressFn):
+        """Never block on the reporter: it may be restarting elsewhere."""
+        took, _ = self.ray.wait([take], timeout=0)
+        if not took:
+            return take
+        try:
+            updates = self.ray.get(took[0])
+        except self.ray.exceptions.RayError:  # lost with its node: skip this poll
+            updates = {}
+        running = {spec.name for _, spec in self.inflight.values()}
+        for name, done in updates.items():
+            if name in running and done > self.seen.get(name, 0):
+                self.seen[name] = done
+                on_progress(name, done)
+        return self.progress.take.remote()
+
+    def _settle(self, ref, on_progress: ProgressFn | None, on_record: RecordFn) -> None:
+        """A probe or a build finished: requeue, record the failure, or hand the record on."""
+        ray = self.ray
+        if ref in self.probes:
+            a = self.probes.pop(ref)
+            try:
+                self.nodes[a] = ray.get(ref)  # restarted (elsewhere): it takes shards again
+            except ray.exceptions.RayError:
+                pass  # retired, or out of restarts: its build tasks say which
+            return
+        a, spec = self.inflight.pop(ref)
+        self.load[a] -= 1
+        try:
+            rec, self.nodes[a] = ray.get(ref)
+        except Exception as err:  # noqa: BLE001 - any worker failure stops the run
+            if ref in self.cancelled and isinstance(err, ray.exceptions.TaskCancelledError):
+                self.cancelled.discard(ref)
+                self.pending.appendleft(spec)  # never started on the lost actor
+            elif isinstance(err, ray.exceptions.RayActorError) and not self.alive[a]:
+                self.pending.appendleft(spec)  # retired on purpose: a live actor builds it
+            elif self.failure is None:
+                self.failure = _failure(spec, err)
+            return
+        if on_progress is not None and self.seen.pop(spec.name, 0) < spec.nsamples:
+            on_progress(spec.name, spec.nsamples)
+        self.cancelled.discard(ref)
+        on_record(rec)
+
+
+def _failure(spec: ShardSpec, err: BaseException) -> ShardFailed:
+    """The :class:`ShardFailed` of a build task's error (a user error keeps its last line)."""
+    cause = getattr(err, "cause", None) or err
+    user = cause if isinstance(cause, UserError) else None
+    text = str(cause).strip().splitlines()
+    msg = text[-1] if user is not None and text else f"{type(cause).__name__}: {cause}"
+    return ShardFailed(spec.name, msg, user)
 
 
 def _dead_nodes(ray) -> set[str]:

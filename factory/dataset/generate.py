@@ -25,12 +25,15 @@ import json
 import posixpath
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from factory.dataset import storage
+from factory.dataset.executor import ShardFailed
 from factory.dataset.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -416,13 +419,32 @@ def finalize(
     ``records``: the :class:`ShardTotals` the records were folded into as they arrived (or the
     slim records themselves); the per-sample rows are read back from ``_records/``.
     """
-    from factory.rng import SEED_RULE
+    from factory.dataset.card import dataset_card
     from schemas import label_scheme
 
     totals = records if isinstance(records, ShardTotals) else ShardTotals(records)
     fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
-    shards = totals.shards()
     scheme = label_scheme(config.labels.scheme)
+    manifest = _manifest_doc(config, seed, totals, scheme)
+    shards = manifest["shards"]
+    ranges = write_index(fs, root, shards, list(scheme.names), totals.types())
+    if shards:
+        _write_preview(config, out, fs, root, manifest, list(scheme.names), endpoint_url)
+    card = dataset_card(manifest, manifest["class_fractions"], ranges, command)
+    storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
+    storage.write_bytes_atomic(
+        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest, indent=1).encode()
+    )
+    storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
+    storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
+    return manifest
+
+
+def _manifest_doc(config, seed: int, totals: ShardTotals, scheme) -> dict:
+    """The manifest of a finished run (see ``factory/dataset/manifest.py``)."""
+    from factory.rng import SEED_RULE
+
+    shards = totals.shards()
     splits = {s: 0 for s in config.dataset.split_names()}
     for s in shards:
         splits[s["split"]] += s["nsamples"]
@@ -430,7 +452,7 @@ def finalize(
     fractions = {
         name: float(voxels[i] / max(voxels.sum(), 1)) for i, name in enumerate(scheme.names)
     }
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
@@ -454,36 +476,24 @@ def finalize(
                 "sha256": s["sha256"],
             }
             for s in shards
-        ],
+        ],  # fmt: skip
         "num_samples": sum(s["nsamples"] for s in shards),
         "content_sha256": content_sha256(shards),
         "class_fractions": fractions,
         "index": INDEX_NAME,
         "card": CARD_NAME,
     }
-    ranges = write_index(fs, root, shards, list(scheme.names), totals.types())
-    if shards:
-        from factory.dataset.card import preview_png
 
-        sample = next(
-            iter_samples(out, shards[0], endpoint_url=endpoint_url, fields=manifest["fields"])
-        )
-        png = preview_png(
-            sample,
-            list(scheme.names),
-            f"{config.name} {config.dataset.version}: sample {sample['__key__']}",
-        )
-        storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
-    from factory.dataset.card import dataset_card
 
-    card = dataset_card(manifest, fractions, ranges, command)
-    storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
-    storage.write_bytes_atomic(
-        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest, indent=1).encode()
-    )
-    storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
-    storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
-    return manifest
+def _write_preview(config, out, fs, root, manifest: dict, names: list[str], endpoint_url) -> None:
+    """``preview.png``: the first sample of the first shard, labels overlaid."""
+    from factory.dataset.card import preview_png
+
+    first = manifest["shards"][0]
+    sample = next(iter_samples(out, first, endpoint_url=endpoint_url, fields=manifest["fields"]))
+    title = f"{config.name} {config.dataset.version}: sample {sample['__key__']}"
+    png = preview_png(sample, names, title)
+    storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
 
 
 def generate_dataset(
@@ -504,138 +514,36 @@ def generate_dataset(
 ) -> dict:
     """Generate the dataset of (``config``, ``seed``) at ``out`` (local path or ``s3://``).
 
-    Returns the manifest. Bad input (destination, Ray address, pool shape) raises
-    :class:`UserError` before anything is written; a failure before the first shard is committed
-    removes what the run wrote; a later one leaves committed shards for ``--resume``.
+    Plan the shards and check the destination, start (or join) Ray and size the pool, build the
+    shards not yet committed, finalize. Returns the manifest. Bad input (destination, Ray address,
+    pool shape) raises :class:`UserError` before anything is written; a failure before the first
+    shard is committed removes what the run wrote; a later one leaves committed shards for
+    ``--resume``.
     """
-    from factory.cluster import start_ray
-    from factory.dataset.executor import (
-        ShardFailed,
-        ray_pool_shape,
-        run_local,
-        run_ray,
-        sample_memory_bytes,
-    )
-
-    if executor not in ("ray", "local"):
-        raise UserError(f"--executor: must be ray or local, got {executor!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise UserError(f"--seed: must be a non-negative integer, got {seed!r}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+    _check_run_args(executor, seed, workers)
     say = log or (lambda msg: None)
-    fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
-    specs, _ = plan_shards(config.dataset)
-    plan = _plan_doc(config, seed, specs)
-    plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
-    try:
-        existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
-        if existing is not None:
-            say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
-            # a run killed between writing the manifest and its cleanup left these behind
-            storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
-            storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
-            return existing
-        storage.check_writable(fs, root, out)  # leaves nothing behind
-        fresh = not storage.is_file(fs, plan_path)
-    except OSError as err:
-        raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
-
+    dest = _Destination.open(config, seed, out, resume, endpoint_url)
+    if dest.existing is not None:
+        say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
+        dest.clean_leftovers()  # a run killed between the manifest and its cleanup left them
+        return dest.existing
     started = False
-    bar = None
     totals = ShardTotals()  # folded in as each record arrives: flat in the sample count
+    bar = None
     try:
-        if executor == "ray":  # connect and size the pool before the first write
-            import ray
-
-            started = start_ray(address, verbose=verbose)
-            ray_pool_shape(
-                ray.cluster_resources(),
-                config.dataset.torch_threads,
-                workers,
-                gpus_per_worker,
-                sample_memory_bytes(config),
+        if executor == "ray":
+            started = _start_pool(config, address, verbose, workers, gpus_per_worker)
+        todo = dest.start(totals)
+        if len(todo) < len(dest.specs):
+            say(
+                f"resuming: {len(dest.specs) - len(todo)} of {len(dest.specs)} shards already committed"
             )
+        bar = _ProgressBar(config.dataset.num_samples, totals.num_samples(), progress, say)
         try:
-            if fresh:
-                storage.write_bytes_atomic(fs, root, plan_path, canonical_json(plan))
-            for rec in _done_records(fs, root, specs):
-                totals.add(rec)
-        except OSError as err:
-            raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
-        done = totals.urls()
-        todo = [s for s in specs if s.url not in done]
-        n_done = totals.num_samples()
-        if done:
-            say(f"resuming: {len(done)} of {len(specs)} shards already committed")
-        del done
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=config.dataset.num_samples,
-                initial=n_done,
-                unit="sample",
-                desc="generate",
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
-        counts: dict[str, int] = {}  # samples done per shard in flight
-
-        def on_progress(name: str, n: int) -> None:
-            delta = n - counts.get(name, 0)
-            if delta > 0:
-                counts[name] = n
-                if bar is not None:
-                    bar.update(delta)
-
-        def on_record(rec: dict) -> None:
-            totals.add(rec)
-            counts.pop(posixpath.basename(rec["url"]), None)  # the executor reports it no more
-
-        try:
-            if executor == "local":
-                run_local(
-                    config,
-                    seed,
-                    out,
-                    todo,
-                    endpoint_url=endpoint_url,
-                    on_progress=on_progress,
-                    on_record=on_record,
-                )
-            else:
-
-                def on_start(n: int, cpus: float, gpus: float) -> None:
-                    msg = f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each"
-                    if bar is not None:  # above the bar, not onto its line
-                        bar.write(msg, file=sys.stderr)
-                    else:
-                        say(msg)
-
-                run_ray(
-                    config,
-                    seed,
-                    out,
-                    todo,
-                    endpoint_url=endpoint_url,
-                    workers=workers,
-                    gpus_per_worker=gpus_per_worker,
-                    on_progress=on_progress,
-                    on_record=on_record,
-                    on_start=on_start,
-                )
+            _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_worker,
+                   bar, totals)  # fmt: skip
         except (ShardFailed, UserError, OSError) as err:
-            try:
-                if len(totals) == 0 and not _committed_any(fs, root):
-                    _remove_run(fs, root)  # bad input found by the first sample: leave nothing
-            except OSError:
-                pass  # the store is unreachable: --resume sorts out what is there
-            if isinstance(err, ShardFailed) and err.user_error is not None:
-                raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
-            if isinstance(err, ShardFailed | OSError):  # store lost, worker lost, stage crashed
-                raise UserError(_interrupted(out, err)) from None
-            raise
+            dest.fail(totals, err)
     finally:
         if bar is not None:
             bar.close()
@@ -647,6 +555,145 @@ def generate_dataset(
         return finalize(config, seed, out, totals, endpoint_url=endpoint_url, command=command)
     except OSError as err:
         raise UserError(_interrupted(out, err)) from None
+
+
+def _check_run_args(executor: str, seed, workers: int | None) -> None:
+    if executor not in ("ray", "local"):
+        raise UserError(f"--executor: must be ray or local, got {executor!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed: must be a non-negative integer, got {seed!r}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers: must be >= 1, got {workers}")
+
+
+def _start_pool(config, address, verbose, workers, gpus_per_worker) -> bool:
+    """Start or join Ray and check the pool fits, before the first write; True if started."""
+    import ray
+
+    from factory.cluster import start_ray
+    from factory.dataset.executor import ray_pool_shape, sample_memory_bytes
+
+    started = start_ray(address, verbose=verbose)
+    try:
+        ray_pool_shape(ray.cluster_resources(), config.dataset.torch_threads, workers,
+                       gpus_per_worker, sample_memory_bytes(config))  # fmt: skip
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
+@dataclass
+class _Destination:
+    """Where a run writes: its store, the planned shards, and what a failure leaves there."""
+
+    fs: Any
+    root: str
+    out: str
+    specs: list
+    plan: dict
+    plan_path: str
+    fresh: bool
+    existing: dict | None = None
+
+    @classmethod
+    def open(cls, config, seed: int, out: str, resume: bool, endpoint_url) -> _Destination:
+        fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
+        specs, _ = plan_shards(config.dataset)
+        plan = _plan_doc(config, seed, specs)
+        plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
+        try:
+            existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
+            if existing is not None:
+                return cls(fs, root, out, specs, plan, plan_path, False, existing)
+            storage.check_writable(fs, root, out)  # leaves nothing behind
+            fresh = not storage.is_file(fs, plan_path)
+        except OSError as err:
+            raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
+        return cls(fs, root, out, specs, plan, plan_path, fresh)
+
+    def clean_leftovers(self) -> None:
+        storage.delete_quietly(self.fs, storage.join(self.root, RECORDS_DIR))
+        storage.delete_quietly(self.fs, storage.join(self.root, storage.TMP_DIR))
+
+    def start(self, totals: ShardTotals) -> list:
+        """Write the plan (a new run) or fold in the committed shards (a resumed one); the
+        specs still to build."""
+        try:
+            if self.fresh:
+                storage.write_bytes_atomic(self.fs, self.root, self.plan_path,
+                                           canonical_json(self.plan))  # fmt: skip
+            for rec in _done_records(self.fs, self.root, self.specs):
+                totals.add(rec)
+        except OSError as err:
+            raise UserError(f"--out: cannot use {storage.safe_url(self.out)!r} ({err})") from None
+        done = totals.urls()
+        return [s for s in self.specs if s.url not in done]
+
+    def fail(self, totals: ShardTotals, err: BaseException) -> None:
+        """Raise ``err`` as the user should see it; with nothing committed, leave nothing."""
+        try:
+            if len(totals) == 0 and not _committed_any(self.fs, self.root):
+                _remove_run(self.fs, self.root)  # bad input found by the first sample
+        except OSError:
+            pass  # the store is unreachable: --resume sorts out what is there
+        if isinstance(err, ShardFailed) and err.user_error is not None:
+            raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
+        if isinstance(err, ShardFailed | OSError):  # store lost, worker lost, stage crashed
+            raise UserError(_interrupted(self.out, err)) from None
+        raise err
+
+
+class _ProgressBar:
+    """The run's progress: a tqdm bar (samples, rate, ETA) when asked for, fed by the executors'
+    per-shard counts; messages go above it."""
+
+    def __init__(self, total: int, initial: int, show: bool, say):
+        self.say, self.bar, self.counts = say, None, {}
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="sample", desc="generate",
+                            dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+
+    def on_progress(self, name: str, n: int) -> None:
+        delta = n - self.counts.get(name, 0)
+        if delta > 0:
+            self.counts[name] = n
+            if self.bar is not None:
+                self.bar.update(delta)
+
+    def done(self, url: str) -> None:
+        self.counts.pop(posixpath.basename(url), None)  # the executor reports it no more
+
+    def on_start(self, n: int, cpus: float, gpus: float) -> None:
+        msg = f"ray: {n} worker(s), {cpus:g} CPU and {gpus:g} GPU each"
+        if self.bar is not None:  # above the bar, not onto its line
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            self.say(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_worker,
+           bar: _ProgressBar, totals: ShardTotals) -> None:  # fmt: skip
+    """Build the shards ``todo`` with the chosen executor, folding each record into ``totals``."""
+    from factory.dataset.executor import run_local, run_ray
+
+    def on_record(rec: dict) -> None:
+        totals.add(rec)
+        bar.done(rec["url"])
+
+    common = {"endpoint_url": endpoint_url, "on_progress": bar.on_progress, "on_record": on_record}
+    if executor == "local":
+        run_local(config, seed, out, todo, **common)
+    else:
+        run_ray(config, seed, out, todo, workers=workers, gpus_per_worker=gpus_per_worker,
+                on_start=bar.on_start, **common)  # fmt: skip
 
 
 def _interrupted(out: str, err: BaseException) -> str:
