@@ -111,7 +111,7 @@ BOXES = {
     ),
     "data": (
         10, 2, 18, 11, "model", "streaming reader",
-        "models/data.py: its share\nof the shards per rank,\nslice stacks, augment", False,
+        "models/order.py + data.py:\nglobal order, seek reads,\nslice stacks, augment", False,
     ),
     "train": (
         31, 2, 18, 11, "model", "Ray Train workers",
@@ -119,7 +119,7 @@ BOXES = {
     ),
     "ckpt": (
         52, 2, 14, 11, "model", "checkpoints",
-        "models/infer.py:\nlocal or s3://,\nweights only", False,
+        "models/infer.py: local\nor s3://, weights +\nstream position", False,
     ),
     "eval": (
         69, 1, 29, 5.5, "model", "evaluate / segment",
