@@ -251,23 +251,30 @@ def iter_volumes(
         try:
             root = rec.get("root", dataset_url)  # a mixture: each shard names its dataset
             for s in iter_samples(root, rec, endpoint_url=endpoint_url, fields=fields):
-                if input_field not in s or "labels" not in s:
-                    raise DatasetError(
-                        f"shard {rec['url']} sample {s['__key__']}: no {input_field!r} or "
-                        "'labels' field"
-                    )
-                lab = s["labels"]
-                if num_classes is not None and lab.size and int(lab.max()) >= num_classes:
-                    raise DatasetError(
-                        f"shard {rec['url']} sample {s['__key__']}: label {int(lab.max())} "
-                        f"outside the manifest's {num_classes} classes"
-                    )
-                yield s[input_field].astype(np.float32), lab, s.get("meta", {})
+                yield *training_pair(s, rec, input_field, num_classes), s.get("meta", {})
         except DatasetError as err:
             if not allow_bad_shards:
                 raise
             if on_bad is not None:
                 on_bad(rec["url"], str(err))
+
+
+def training_pair(
+    s: dict, rec: dict, input_field: str = "recon", num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(input float32, labels)`` of a decoded sample; a missing field or a label outside the
+    ``num_classes`` classes is a :class:`~factory.dataset.manifest.DatasetError` naming it."""
+    from factory.dataset.manifest import DatasetError
+
+    where = f"shard {rec['url']} sample {s['__key__']}"
+    if input_field not in s or "labels" not in s:
+        raise DatasetError(f"{where}: no {input_field!r} or 'labels' field")
+    lab = s["labels"]
+    if num_classes is not None and lab.size and int(lab.max()) >= num_classes:
+        raise DatasetError(
+            f"{where}: label {int(lab.max())} outside the manifest's {num_classes} classes"
+        )
+    return s[input_field].astype(np.float32), lab
 
 
 class SampleSource:
@@ -331,7 +338,7 @@ class SampleSource:
                 self.url, rec, idx, spans[idx], endpoint_url=self.endpoint_url,
                 fields=self.fields, fh=self._file(j, rec),
             )  # fmt: skip
-            return self._check(s, rec)
+            return training_pair(s, rec, self.input_field, self.num_classes)
         except DatasetError as err:
             if not self.allow_bad_shards:
                 raise
@@ -351,21 +358,6 @@ class SampleSource:
         while len(self._open) > keep:
             self._open.popitem(last=False)[1].close()
         return fh
-
-    def _check(self, s: dict, rec: dict) -> tuple[np.ndarray, np.ndarray]:
-        from factory.dataset.manifest import DatasetError
-
-        if self.input_field not in s or "labels" not in s:
-            raise DatasetError(
-                f"shard {rec['url']} sample {s['__key__']}: no {self.input_field!r} or 'labels' field"
-            )
-        lab = s["labels"]
-        if self.num_classes is not None and lab.size and int(lab.max()) >= self.num_classes:
-            raise DatasetError(
-                f"shard {rec['url']} sample {s['__key__']}: label {int(lab.max())} "
-                f"outside the manifest's {self.num_classes} classes"
-            )
-        return s[self.input_field].astype(np.float32), lab
 
 
 class StackStream:

@@ -190,7 +190,7 @@ def test_verify_refuses_in_one_line(monkeypatch, capsys, base, tmp_path, case):
 def test_readers_refuse(base, tmp_path, case):
     """``iter_samples`` (with and, where the check needs no manifest, without ``fields``) and the
     training stream raise :class:`DatasetError` naming the shard; nothing of it is yielded."""
-    from models.data import iter_volumes
+    from models.data import SampleSource, iter_volumes
 
     ds = _hostile(base, tmp_path, case)
     m = read_manifest(str(ds))
@@ -207,6 +207,11 @@ def test_readers_refuse(base, tmp_path, case):
         for vol in iter_volumes(str(ds), [rec], fields=m["fields"]):
             got.append(vol)
     assert got == []
+    # the training stream's reader: a checking pass, then each sample by seeking to it
+    src = SampleSource(str(ds), [rec], fields=m["fields"])
+    with pytest.raises(DatasetError, match=pattern):
+        for i in range(src.n):
+            src.read(i)
 
 
 @pytest.mark.parametrize("case", list(CASES))

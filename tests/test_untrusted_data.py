@@ -124,7 +124,7 @@ def _no_marker():
 def test_hostile_shards_are_refused_by_every_reader(
     monkeypatch, capsys, small_dataset, tmp_path, case
 ):
-    from models.data import iter_volumes
+    from models.data import SampleSource, iter_volumes
 
     src = read_manifest(str(small_dataset))
     first = src["shards"][0]  # train-000000: samples 0 and 1
@@ -158,6 +158,9 @@ def test_hostile_shards_are_refused_by_every_reader(
     assert not png.exists()
     with pytest.raises(DatasetError, match=url):
         list(iter_volumes(str(ds), m["shards"][:1], fields=m["fields"]))
+    src = SampleSource(str(ds), m["shards"][:1], fields=m["fields"])  # the training reader
+    with pytest.raises(DatasetError, match=url):
+        [src.read(i) for i in range(src.n)]
     # publishing to another directory: refused before a manifest is written there
     dest = tmp_path / "pub"
     code, _, err = run(monkeypatch, capsys, "publish", str(ds), str(dest))
@@ -172,7 +175,7 @@ def test_manifest_pointing_outside_its_root_is_refused(
 ):
     """Shard urls leaving the root are refused even when a matching file waits there; ``index``
     and ``card`` entries of the manifest are never followed."""
-    from models.data import iter_volumes
+    from models.data import SampleSource, iter_volumes
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -207,5 +210,7 @@ def test_manifest_pointing_outside_its_root_is_refused(
             tried += 1
         with pytest.raises(DatasetError, match="inside the dataset root"):
             list(iter_volumes(str(ds), m["shards"][:1]))
+        with pytest.raises(DatasetError, match="inside the dataset root"):
+            SampleSource(str(ds), m["shards"][:1]).read(0)
     assert tried == 20
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "pub").exists()
