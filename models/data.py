@@ -310,15 +310,16 @@ class SampleSource:
     def n(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
 
-    def locate(self, i: int) -> tuple[dict, int]:
-        """``(shard record, sample index in its dataset)`` of training sample ``i``."""
+    def locate(self, i: int) -> tuple[dict, int, int]:
+        """``(shard record, sample index in its dataset, shard position)`` of training sample
+        ``i``."""
         j = int(np.searchsorted(self._ends, i, side="right"))
         rec = self.shards[j]
-        return rec, int(rec["first_index"]) + i - (int(self._ends[j]) - int(rec["nsamples"]))
+        return rec, int(rec["first_index"]) + i - (int(self._ends[j]) - int(rec["nsamples"])), j
 
     def key(self, i: int) -> str:
         """A name of sample ``i`` unique across a mixture: ``[root/]shard-url#index``."""
-        rec, idx = self.locate(i)
+        rec, idx, _ = self.locate(i)
         root = rec.get("root")
         return f"{root + '/' if root else ''}{rec['url']}#{idx}"
 
@@ -326,8 +327,7 @@ class SampleSource:
         """``(recon float32, labels)`` of sample ``i``; None if its shard was skipped as bad."""
         from factory.dataset.manifest import DatasetError, read_sample, shard_spans
 
-        rec, idx = self.locate(i)
-        j = int(np.searchsorted(self._ends, i, side="right"))
+        rec, idx, j = self.locate(i)
         try:
             if j not in self._spans:
                 self._spans[j] = shard_spans(self.url, rec, endpoint_url=self.endpoint_url)
