@@ -57,7 +57,7 @@ class AugmentConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Everything that defines a training run (recorded in every checkpoint)."""
 
-    model: Literal["unet25d", "unet2d"] = "unet25d"
+    model: Literal["unet25d", "unet2d", "stack2d"] = "unet25d"
     features: int = Field(64, ge=1, le=1024)  # channels of the first level; doubled per level
     depth: int = Field(4, ge=1, le=8)  # resolution levels (depth − 1 poolings)
     window: int = Field(7, ge=1, le=63)  # slices per stack (odd); the centre one is segmented

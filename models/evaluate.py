@@ -19,6 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from factory.errors import UserError
+from models.objects import recall_plot
+from models.objects import summarize as summarize_objects
+from models.objects import write_rows as write_object_rows
 from schemas import IGNORE_INDEX
 
 
@@ -149,13 +152,20 @@ class _Tally:
         Volumes scored so far.
     """
 
-    def __init__(self, names: list[str], axis: int):
+    def __init__(self, names: list[str], axis: int, labels: dict | None = None):
         self.names = names
         self.axis = axis
         self.cm = np.zeros((len(names), len(names)), np.int64)
         self.per_group: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.rows: list[dict] = []
+        self.objects: list[dict] = []  # per-object rows (models.objects), synthetic data only
         self.nvol = 0
+        self._full = None
+        if labels and labels.get("map_from_full"):
+            from schemas import label_table
+
+            ids = {c["name"]: c["id"] for c in label_table()["classes"]}
+            self._full = (ids, labels["map_from_full"])
 
     def add(self, pred: np.ndarray, lab: np.ndarray, meta) -> None:
         """Score one (Z, Y, X) prediction against its int64 labels (−1 ignored)."""
@@ -167,6 +177,10 @@ class _Tally:
         self.per_group[group].append((iou, dice))
         idx = meta.get("index", self.nvol) if isinstance(meta, dict) else self.nvol
         self.rows.extend(_slice_rows(idx, group, iou, dice, self.names))
+        if self._full is not None and isinstance(meta, dict):
+            from models.objects import object_rows
+
+            self.objects += object_rows(pred, lab, meta, self.names, *self._full)
         self.nvol += 1
 
 
@@ -220,6 +234,7 @@ def _result(manifest: dict, split: str, tally: _Tally, bad: dict[str, str]) -> d
             "labels_scheme": manifest["labels"].get("scheme"),
         },
         "bad_shards": bad,
+        "objects": summarize_objects(tally.objects),
     }
 
 
@@ -233,6 +248,7 @@ def evaluate_dataset(
     max_samples: int | None = None,
     allow_bad_shards: bool = False,
     progress: bool = False,
+    object_rows: list[dict] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Score ``predict(recon) -> labels`` on every slice of ``split`` of a dataset.
 
@@ -250,6 +266,9 @@ def evaluate_dataset(
         cell count).
     rows : list of dict
         One row per (sample, slice) with the scores.
+
+    ``object_rows``, when given, receives one row per organelle of the phantoms
+    (:func:`models.objects.object_rows`: recall against contrast).
     """
     from factory.dataset.manifest import read_manifest
     from models.data import iter_volumes
@@ -261,7 +280,7 @@ def evaluate_dataset(
     if max_samples is not None:
         total = min(total, max_samples)
     bad: dict[str, str] = {}
-    tally = _Tally(names, axis)
+    tally = _Tally(names, axis, m["labels"])
     bar = _progress_bar(progress, total, split)
     for recon, lab, meta in iter_volumes(
         dataset_url,
@@ -281,6 +300,8 @@ def evaluate_dataset(
         bar.close()
     if tally.nvol == 0:
         raise UserError(f"evaluate: no readable sample in split {split!r} (bad shards: {bad})")
+    if object_rows is not None:
+        object_rows.extend(tally.objects)
     return _result(m, split, tally, bad), tally.rows
 
 
@@ -372,6 +393,7 @@ def evaluate_checkpoint(
         )  # fmt: skip
         return probs.argmax(0).astype(np.uint8)
 
+    objects: list[dict] = []
     result, rows = evaluate_dataset(
         predict,
         dataset_url,
@@ -381,6 +403,7 @@ def evaluate_checkpoint(
         max_samples=max_samples,
         allow_bad_shards=allow_bad_shards,
         progress=progress,
+        object_rows=objects,
     )
     trained_on = state.get("dataset", {}).get("content_sha256")
     result["model"] = {
@@ -397,6 +420,9 @@ def evaluate_checkpoint(
             json.dump(result, fh, indent=1)
         write_rows(rows, os.path.join(out, "slices.csv"))
         violin_plot(rows, result["classes"], os.path.join(out, "violin_iou.png"), "iou")
+        if objects:
+            write_object_rows(objects, os.path.join(out, "objects.csv"))
+            recall_plot(objects, os.path.join(out, "objects_recall.png"))
     return result
 
 

@@ -405,7 +405,7 @@ def test_augmentations_move_images_and_labels_together():
 # --- network and loss -----------------------------------------------------------------------------
 
 
-def test_unet25d_sees_the_neighbour_slices_and_unet2d_does_not():
+def test_unet25d_and_stack2d_see_the_neighbour_slices_and_unet2d_does_not():
     import torch
 
     from models.unet import build_model
@@ -414,7 +414,7 @@ def test_unet25d_sees_the_neighbour_slices_and_unet2d_does_not():
     x = torch.randn(2, 5, 20, 28)  # H, W not multiples of 2**(depth-1)
     x2 = x.clone()
     x2[:, 0] += 1.0  # change an outer slice only
-    for name, sees in (("unet25d", True), ("unet2d", False)):
+    for name, sees in (("unet25d", True), ("stack2d", True), ("unet2d", False)):
         net = build_model(name, 4, window=5, features=4, depth=3).eval()
         with torch.no_grad():
             a, b = net(x), net(x2)
