@@ -305,9 +305,7 @@ def rss_report(sampler: Sampler, n: int, shard: int, n_shards: int) -> dict:
 def manifest_sizes(out: str) -> dict:
     m_path = os.path.join(out, "manifest.json")
     m = json.loads(Path(m_path).read_text())
-    fixed = len(
-        json.dumps({k: v for k, v in m.items() if k not in ("shards", "shardlist")}, indent=1)
-    )
+    fixed = len(json.dumps({k: v for k, v in m.items() if k != "shards"}, indent=1))
     total = os.path.getsize(m_path)
     shard_dir = os.path.join(out, "shards")
     shard_bytes = sum(e.stat().st_size for e in os.scandir(shard_dir))
