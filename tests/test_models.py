@@ -373,14 +373,14 @@ def test_bad_shards_are_skipped_only_when_allowed(small_dataset, tmp_path):
     shutil.copytree(small_dataset, ds)
     m = read_manifest(str(ds))
     train = m.split_shards("train")
-    (ds / train[0]["url"]).write_bytes(b"not a tar")
+    (ds / train[0].url).write_bytes(b"not a tar")
     with pytest.raises(DatasetError, match="train-000000.tar"):
         list(iter_volumes(str(ds), train, fields=m.fields))
     bad = {}
     got = list(
         iter_volumes(str(ds), train, fields=m.fields, allow_bad_shards=True, on_bad=bad.__setitem__)
     )
-    assert len(got) == train[1]["nsamples"] and list(bad) == [train[0]["url"]]
+    assert len(got) == train[1].nsamples and list(bad) == [train[0].url]
 
 
 def test_augmentations_move_images_and_labels_together():

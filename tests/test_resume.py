@@ -96,7 +96,7 @@ def test_shards_are_read_by_seeking_to_each_sample(small_dataset, tmp_path):
     m = read_manifest(str(small_dataset))
     rec = m.shards[0]
     spans = shard_spans(str(small_dataset), rec)
-    assert sorted(spans) == list(range(rec["first_index"], rec["first_index"] + rec["nsamples"]))
+    assert sorted(spans) == list(range(rec.first_index, rec.first_index + rec.nsamples))
     for s in iter_samples(str(small_dataset), rec, fields=m.fields):
         i = int(s["__key__"])
         got = read_sample(str(small_dataset), rec, i, spans[i], fields=m.fields)
@@ -104,14 +104,14 @@ def test_shards_are_read_by_seeking_to_each_sample(small_dataset, tmp_path):
         assert all(np.array_equal(got[k], s[k]) for k in s if k not in ("__key__", "meta"))
     ds = tmp_path / "ds"
     shutil.copytree(small_dataset, ds)
-    shard = ds / rec["url"]
+    shard = ds / rec.url
     data = bytearray(shard.read_bytes())
-    data[spans[rec["first_index"]][0] + 700] ^= 0xFF  # inside the first sample's first member
+    data[spans[rec.first_index][0] + 700] ^= 0xFF  # inside the first sample's first member
     shard.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="sha256 mismatch"):
         shard_spans(str(ds), rec)
     with pytest.raises(DatasetError, match="outside the shard"):
-        read_sample(str(ds), rec, rec["first_index"], (0, rec["bytes"] + 1))
+        read_sample(str(ds), rec, rec.first_index, (0, rec.bytes + 1))
     shard.unlink()
     with pytest.raises(DatasetError, match="missing"):
         shard_spans(str(ds), rec)
