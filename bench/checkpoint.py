@@ -87,9 +87,9 @@ def seek_cost(data: str) -> dict:
 
     m = read_manifest(data)
     seq, seek, passes, n = 0.0, 0.0, 0.0, 0
-    for rec in m["shards"]:
+    for rec in m.shards:
         t0 = time.perf_counter()
-        for _ in iter_samples(data, rec, fields=m["fields"]):
+        for _ in iter_samples(data, rec, fields=m.fields):
             pass
         seq += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -97,11 +97,11 @@ def seek_cost(data: str) -> dict:
         passes += time.perf_counter() - t0
         t0 = time.perf_counter()
         for i, span in spans.items():
-            read_sample(data, rec, i, span, fields=m["fields"])
+            read_sample(data, rec, i, span, fields=m.fields)
         seek += time.perf_counter() - t0
-        n += rec["nsamples"]
-    return {"samples": n, "shards": len(m["shards"]), "seq_s": seq / n, "seek_s": seek / n,
-            "pass_s": passes / len(m["shards"])}  # fmt: skip
+        n += rec.nsamples
+    return {"samples": n, "shards": len(m.shards), "seq_s": seq / n, "seek_s": seek / n,
+            "pass_s": passes / len(m.shards)}  # fmt: skip
 
 
 def main() -> None:

@@ -586,7 +586,7 @@ def part_f(ctx: Ctx) -> dict:
             t1 = time.perf_counter()
             m = generate_dataset(cfg, out_dir, executor="ray", gpus_per_worker=1.0)
             sec = time.perf_counter() - t1
-            size = sum(s["bytes"] for s in m["shards"])
+            size = m.total_bytes
     finally:
         ray.shutdown()
     res = {
@@ -596,7 +596,7 @@ def part_f(ctx: Ctx) -> dict:
         "generate_s": sec,
         "samples_per_s": n / sec,
         "mib_per_sample": size / n / 2**20,
-        "content_sha256": m["content_sha256"],
+        "content_sha256": m.content_sha256,
     }
     res["line"] = (
         f"{n} simaq-paper samples on {gpus:g} GPU actor(s): {sec:.1f} s "

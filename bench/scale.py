@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from schemas.dataset import Manifest  # noqa: E402  (after the path set-up)
 
 # --- the stand-in stage (pickled by value into the Ray workers) ---------------------------------
 
@@ -305,9 +306,7 @@ def rss_report(sampler: Sampler, n: int, shard: int, n_shards: int) -> dict:
 def manifest_sizes(out: str) -> dict:
     m_path = os.path.join(out, "manifest.json")
     m = json.loads(Path(m_path).read_text())
-    fixed = len(
-        json.dumps({k: v for k, v in m.items() if k not in ("shards", "shardlist")}, indent=1)
-    )
+    fixed = len(json.dumps({k: v for k, v in m.items() if k != "shards"}, indent=1))
     total = os.path.getsize(m_path)
     shard_dir = os.path.join(out, "shards")
     shard_bytes = sum(e.stat().st_size for e in os.scandir(shard_dir))
@@ -502,7 +501,7 @@ def main() -> None:
         out_a = os.path.join(tmp, "A")
         rss0 = rss_mib()
         sec, man, sampler, cpu = timed_generate(cfg, out_a, args.workers, sample=True)
-        if not isinstance(man, dict):
+        if not isinstance(man, Manifest):
             raise SystemExit(f"main run failed: {man}")
         rr = rss_report(sampler, n, shard, n_shards)
         fin = sec - rr.get("build_end_s", sec)
@@ -562,7 +561,7 @@ def main() -> None:
         problems = verify_dataset(out_a)
         t_verify = time.perf_counter() - t
         sec_r, man_r, _, _ = timed_generate(cfg, out_a, args.workers, resume=True)
-        same = isinstance(man_r, dict) and man_r["content_sha256"] == sz["content_sha256"]
+        same = isinstance(man_r, Manifest) and man_r.content_sha256 == sz["content_sha256"]
         res["verify"] = {"seconds": t_verify, "problems": len(problems)}
         res["resume_finished"] = {"seconds": sec_r, "same_content": same}
         print(
@@ -580,7 +579,7 @@ def main() -> None:
             for name in gone:
                 os.remove(os.path.join(out_b, "shards", name))
             sec_rb, man_b, _, _ = timed_generate(cfg, out_b, args.workers, resume=True)
-            ok = isinstance(man_b, dict) and man_b["content_sha256"] == sz["content_sha256"]
+            ok = isinstance(man_b, Manifest) and man_b.content_sha256 == sz["content_sha256"]
             res["resume_after_loss"] = {
                 "interrupted_run_s": sec_b,
                 "committed": len(shards_b),

@@ -79,10 +79,10 @@ def input_rate(url: str, cfg, endpoint_url: str | None = None) -> tuple[float, i
     from models.order import StreamState, block_size_for
 
     m = read_manifest(url, endpoint_url=endpoint_url)
-    shards = [s for s in m["shards"] if s["split"] == "train"]
-    ncls = len(m["labels"]["classes"])
+    shards = m.split_shards("train")
+    ncls = len(m.labels["classes"])
     t0 = time.perf_counter()
-    src = SampleSource(url, shards, endpoint_url=endpoint_url, fields=m["fields"], num_classes=ncls)
+    src = SampleSource(url, shards, endpoint_url=endpoint_url, fields=m.fields, num_classes=ncls)
     state = StreamState.new(src.n, block_size_for(src.n, cfg.mix_volumes, 1), cfg.seed, 1)
     n = 0
     for x, _, where in StackStream(src, cfg, state, 0).batches():
@@ -158,7 +158,7 @@ def main() -> None:
             print(f"generated {args.samples} demo samples at {args.size}^3 in "
                   f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         m = read_manifest(data)
-        shape = m["fields"]["recon"]["shape_max"]
+        shape = m.fields["recon"].shape_max
         hw = tuple(s for i, s in enumerate(shape) if i != cfg.axis)
 
         local, n_local, t_local = input_rate(data, cfg)

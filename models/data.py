@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from factory.errors import UserError
 from schemas import IGNORE_INDEX
+from schemas.dataset import FieldSpec, RootedShard, ShardRecord
 
 # --- stacks ---------------------------------------------------------------------------------------
 
@@ -231,10 +232,10 @@ def augment_batch(
 
 def iter_volumes(
     dataset_url: str,
-    shards: list[dict],
+    shards: list[ShardRecord],
     *,
     endpoint_url: str | None = None,
-    fields: dict | None = None,
+    fields: dict[str, FieldSpec] | None = None,
     num_classes: int | None = None,
     allow_bad_shards: bool = False,
     on_bad: Callable[[str, str], None] | None = None,
@@ -243,30 +244,45 @@ def iter_volumes(
     """Yield ``(recon float32, labels uint8, meta)`` of every sample of ``shards`` in order.
 
     A shard that fails its checks raises :class:`~factory.dataset.manifest.DatasetError` naming it,
-    or with ``allow_bad_shards`` is skipped (``on_bad(url, reason)`` is called).
+    or with ``allow_bad_shards`` is skipped (``on_bad(url, reason)`` is called). Records given as
+    dicts are validated first (:func:`~factory.dataset.manifest.as_shard`).
     """
-    from factory.dataset.manifest import DatasetError, iter_samples
+    from factory.dataset.manifest import DatasetError, as_fields, as_shard, iter_samples
 
-    for rec in shards:
+    fields = as_fields(fields)
+    for raw in shards:
+        rec = raw
         try:
-            root = rec.get("root", dataset_url)  # a mixture: each shard names its dataset
-            for s in iter_samples(root, rec, endpoint_url=endpoint_url, fields=fields):
+            rec = as_shard(raw)
+            for s in iter_samples(_root(rec, dataset_url), rec, endpoint_url=endpoint_url,
+                                  fields=fields):  # fmt: skip
                 yield *training_pair(s, rec, input_field, num_classes), s.get("meta", {})
         except DatasetError as err:
             if not allow_bad_shards:
                 raise
             if on_bad is not None:
-                on_bad(rec["url"], str(err))
+                on_bad(_url_of(rec), str(err))
+
+
+def _root(rec: ShardRecord, dataset_url: str) -> str:
+    """The root of the dataset holding ``rec``: its own for a mixture's shard, else
+    ``dataset_url``."""
+    return rec.root if isinstance(rec, RootedShard) else dataset_url
+
+
+def _url_of(rec) -> str:
+    """A shard's url for messages (``rec`` may be a record refused before it was typed)."""
+    return str(rec.get("url") if isinstance(rec, dict) else rec.url)
 
 
 def training_pair(
-    s: dict, rec: dict, input_field: str = "recon", num_classes: int | None = None
+    s: dict, rec: ShardRecord, input_field: str = "recon", num_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(input float32, labels)`` of a decoded sample; a missing field or a label outside the
     ``num_classes`` classes is a :class:`~factory.dataset.manifest.DatasetError` naming it."""
     from factory.dataset.manifest import DatasetError
 
-    where = f"shard {rec['url']} sample {s['__key__']}"
+    where = f"shard {rec.url} sample {s['__key__']}"
     if input_field not in s or "labels" not in s:
         raise DatasetError(f"{where}: no {input_field!r} or 'labels' field")
     lab = s["labels"]
@@ -290,19 +306,23 @@ class SampleSource:
     def __init__(
         self,
         dataset_url: str,
-        shards: list[dict],
+        shards: list[ShardRecord],
         *,
         endpoint_url: str | None = None,
-        fields: dict | None = None,
+        fields: dict[str, FieldSpec] | None = None,
         num_classes: int | None = None,
         allow_bad_shards: bool = False,
         on_bad: Callable[[str, str], None] | None = None,
         input_field: str = "recon",
     ):
-        self.url, self.shards, self.endpoint_url = dataset_url, list(shards), endpoint_url
-        self.fields, self.num_classes, self.input_field = fields, num_classes, input_field
+        from factory.dataset.manifest import as_fields, as_shard
+
+        self.url, self.endpoint_url = dataset_url, endpoint_url
+        self.shards = [as_shard(s) for s in shards]  # dicts validated (urls stay in the root)
+        self.fields, self.num_classes = as_fields(fields), num_classes
+        self.input_field = input_field
         self.allow_bad_shards, self.on_bad = allow_bad_shards, on_bad
-        self._ends = np.cumsum([int(s["nsamples"]) for s in self.shards])
+        self._ends = np.cumsum([s.nsamples for s in self.shards])
         self._spans: dict[int, dict | None] = {}
         self._open: OrderedDict[int, Any] = OrderedDict()  # the last few shards read, kept open
 
@@ -310,18 +330,18 @@ class SampleSource:
     def n(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
 
-    def locate(self, i: int) -> tuple[dict, int, int]:
+    def locate(self, i: int) -> tuple[ShardRecord, int, int]:
         """``(shard record, sample index in its dataset, shard position)`` of training sample
         ``i``."""
         j = int(np.searchsorted(self._ends, i, side="right"))
         rec = self.shards[j]
-        return rec, int(rec["first_index"]) + i - (int(self._ends[j]) - int(rec["nsamples"])), j
+        return rec, rec.first_index + i - (int(self._ends[j]) - rec.nsamples), j
 
     def key(self, i: int) -> str:
         """A name of sample ``i`` unique across a mixture: ``[root/]shard-url#index``."""
         rec, idx, _ = self.locate(i)
-        root = rec.get("root")
-        return f"{root + '/' if root else ''}{rec['url']}#{idx}"
+        root = rec.root if isinstance(rec, RootedShard) else None
+        return f"{root + '/' if root else ''}{rec.url}#{idx}"
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``(recon float32, labels)`` of sample ``i``; None if its shard was skipped as bad."""
@@ -344,10 +364,10 @@ class SampleSource:
                 raise
             self._spans[j] = None
             if self.on_bad is not None:
-                self.on_bad(rec["url"], str(err))
+                self.on_bad(rec.url, str(err))
             return None
 
-    def _file(self, j: int, rec: dict, keep: int = 8):
+    def _file(self, j: int, rec: ShardRecord, keep: int = 8):
         """Shard ``j`` open for random access; at most ``keep`` stay open (least recent closed)."""
         from factory.dataset.manifest import open_shard
 

@@ -23,6 +23,7 @@ from models.objects import recall_plot
 from models.objects import summarize as summarize_objects
 from models.objects import write_rows as write_object_rows
 from schemas import IGNORE_INDEX
+from schemas.dataset import Manifest, ShardRecord
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
@@ -100,12 +101,12 @@ def _summary(values: np.ndarray) -> dict:
     }
 
 
-def _split_shards(manifest: dict, split: str) -> list[dict]:
-    """The manifest's shard entries of ``split``; a UserError when the split has none."""
-    shards = [s for s in manifest["shards"] if s["split"] == split]
+def _split_shards(manifest: Manifest, split: str) -> list[ShardRecord]:
+    """The manifest's shard records of ``split``; a UserError when the split has none."""
+    shards = manifest.split_shards(split)
     if not shards:
         raise UserError(
-            f"--split: the dataset has no {split!r} split (splits: {list(manifest['splits'])})"
+            f"--split: the dataset has no {split!r} split (splits: {list(manifest.splits)})"
         )
     return shards
 
@@ -211,7 +212,7 @@ def _pooled(cm: np.ndarray, names: list[str]) -> dict:
     }
 
 
-def _result(manifest: dict, split: str, tally: _Tally, bad: dict[str, str]) -> dict:
+def _result(manifest: Manifest, split: str, tally: _Tally, bad: dict[str, str]) -> dict:
     """The JSON-safe summary of :func:`evaluate_dataset`."""
     names = tally.names
     all_groups = [g for v in tally.per_group.values() for g in v]
@@ -228,10 +229,10 @@ def _result(manifest: dict, split: str, tally: _Tally, bad: dict[str, str]) -> d
             for g in sorted(tally.per_group, key=_group_key)
         },
         "dataset": {
-            "name": manifest.get("name"),
-            "version": manifest.get("version"),
-            "content_sha256": manifest["content_sha256"],
-            "labels_scheme": manifest["labels"].get("scheme"),
+            "name": manifest.name,
+            "version": manifest.version,
+            "content_sha256": manifest.content_sha256,
+            "labels_scheme": manifest.labels.get("scheme"),
         },
         "bad_shards": bad,
         "objects": summarize_objects(tally.objects),
@@ -274,9 +275,9 @@ def evaluate_dataset(
     from models.data import iter_volumes
 
     m = read_manifest(dataset_url, endpoint_url=endpoint_url)
-    names = [c["name"] for c in sorted(m["labels"]["classes"], key=lambda c: c["id"])]
+    names = [c["name"] for c in sorted(m.labels["classes"], key=lambda c: c["id"])]
     shards = _split_shards(m, split)
-    total = sum(s["nsamples"] for s in shards)
+    total = sum(s.nsamples for s in shards)
     if max_samples is not None:
         total = min(total, max_samples)
     bad: dict[str, str] = {}
@@ -286,7 +287,7 @@ def evaluate_dataset(
         dataset_url,
         shards,
         endpoint_url=endpoint_url,
-        fields=m["fields"],
+        fields=m.fields,
         num_classes=len(names),
         allow_bad_shards=allow_bad_shards,
         on_bad=lambda u, r: bad.__setitem__(u, r),
@@ -375,10 +376,10 @@ def evaluate_checkpoint(
     model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
     model.to(dev)
     m = read_manifest(dataset_url, endpoint_url=endpoint_url)
-    check_same_labels(state["labels"], m["labels"], "--model")
+    check_same_labels(state["labels"], m.labels, "--model")
     arch = state["arch"]
 
-    data_nm = ((m.get("config") or {}).get("grid") or {}).get("voxel_nm")
+    data_nm = (m.config.get("grid") or {}).get("voxel_nm")
 
     def predict(recon: np.ndarray) -> np.ndarray:
         if not data_nm:  # a dataset without a recorded voxel size: predicted as it is
@@ -412,7 +413,7 @@ def evaluate_checkpoint(
         "epoch": state.get("epoch"),
         "step": state.get("step"),
         "training_data_content_sha256": trained_on,
-        "evaluated_on_training_data": trained_on == m["content_sha256"],
+        "evaluated_on_training_data": trained_on == m.content_sha256,
     }
     if out is not None:
         os.makedirs(out, exist_ok=True)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import UserError
+from schemas.dataset import FieldSpec, Manifest, RootedShard, ShardRecord
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
@@ -124,10 +125,11 @@ class TrainJob:
     cfg : TrainConfig
         The run's training parameters.
     data_url : str
-        Absolute dataset root (local or ``s3://``); a mixture's shards carry their own ``root``.
-    fields : dict
+        Absolute dataset root (local or ``s3://``); a mixture's shards carry their own ``root``
+        (:class:`~schemas.dataset.RootedShard`).
+    fields : dict of str to FieldSpec
         The manifest's field descriptions (dtype and shape bounds checked on read).
-    train_shards, val_shards : list of dict
+    train_shards, val_shards : list of ShardRecord
         Shard records of the ``train`` and ``val`` splits.
     steps_per_epoch, total_steps : int
         Optimiser steps per worker and epoch, and in the whole run (the lr schedule's length).
@@ -142,10 +144,10 @@ class TrainJob:
     cfg: Any
     data_url: str
     endpoint_url: str | None
-    fields: dict
+    fields: dict[str, FieldSpec]
     class_names: list[str]
-    train_shards: list[dict]
-    val_shards: list[dict]
+    train_shards: list[ShardRecord]
+    val_shards: list[ShardRecord]
     steps_per_epoch: int
     total_steps: int
     run_dir: str
@@ -165,7 +167,9 @@ class TrainJob:
 # --- the per-worker loop --------------------------------------------------------------------------
 
 
-def val_plan(shards: list[dict], rank: int, world: int, budget: int | None) -> tuple[list, int]:
+def val_plan(
+    shards: list[ShardRecord], rank: int, world: int, budget: int | None
+) -> tuple[list, int]:
     """This rank's validation shards and the slice quota per volume (None: every slice).
 
     The ``budget`` slices per epoch (all ranks together) are shared evenly between the val
@@ -175,7 +179,7 @@ def val_plan(shards: list[dict], rank: int, world: int, budget: int | None) -> t
     mine = shards[rank::world]
     if budget is None:
         return mine, None
-    nvol = sum(int(s["nsamples"]) for s in shards)
+    nvol = sum(s.nsamples for s in shards)
     if budget == 0 or nvol == 0:
         return [], 0
     return mine, max(1, math.ceil(budget / nvol))
@@ -550,8 +554,38 @@ def ray_worker_setup() -> None:
     logging.getLogger(_CLEANER_LOGGER).addFilter(_DropCleanerPolling())
 
 
-def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> dict:
-    """The manifest of one dataset, or of a mixture of several trained on together.
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads of its data: one dataset's manifest, or a mixture of several.
+
+    A mixture's ``shards`` are :class:`~schemas.dataset.RootedShard` records (each names its
+    dataset's root); ``mixture`` lists the members (url, name, content_sha256), None for one
+    dataset. ``normalization`` is how the recon fields were normalised (what inference repeats).
+    """
+
+    name: str
+    version: str
+    labels: dict
+    config: dict
+    fields: dict[str, FieldSpec]
+    shards: list[ShardRecord]
+    splits: list[str]
+    content_sha256: str
+    normalization: dict
+    mixture: list[dict] | None = None
+
+    @classmethod
+    def of(cls, m: Manifest) -> TrainingData:
+        """The training view of one dataset."""
+        return cls(
+            name=m.name, version=m.version, labels=m.labels, config=m.config, fields=m.fields,
+            shards=list(m.shards), splits=list(m.splits), content_sha256=m.content_sha256,
+            normalization=_normalization(m),
+        )  # fmt: skip
+
+
+def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> TrainingData:
+    """What training reads of one dataset, or of a mixture of several trained on together.
 
     A mixture's datasets must share the label table, the voxel size, the reconstruction's
     normalisation method and the dtypes of ``recon``/``labels``; its shards are those of every dataset
@@ -563,10 +597,10 @@ def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> dict:
 
     ms = [read_manifest(u, endpoint_url=endpoint_url) for u in urls]
     if len(ms) == 1:
-        return ms[0]
-    first, base, fields = ms[0], _mixture_key(ms[0]), ms[0]["fields"]
+        return TrainingData.of(ms[0])
+    first, base, fields = ms[0], _mixture_key(ms[0]), ms[0].fields
     for url, m in zip(urls[1:], ms[1:], strict=True):
-        check_same_labels(first["labels"], m["labels"], f"--data {url}")
+        check_same_labels(first.labels, m.labels, f"--data {url}")
         key = _mixture_key(m)
         for name, want in base.items():
             if key[name] != want:
@@ -574,61 +608,68 @@ def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> dict:
                     f"--data: {url} has {name} {key[name]!r}, the first dataset {want!r}; "
                     "a mixture needs the same (generate it with --set to match)"
                 )
-        fields = _merge_fields(fields, m["fields"], url)
-    shas = [m["content_sha256"] for m in ms]
+        fields = _merge_fields(fields, m.fields, url)
+    shas = [m.content_sha256 for m in ms]
     norm = _normalization(first)  # the widest field-of-view inset of the members, for inference
     norm["fov_inset_px"] = max(_normalization(m)["fov_inset_px"] for m in ms)
-    return {
-        **first,
-        "normalization": norm,
-        "name": "+".join(str(m.get("name")) for m in ms),
-        "fields": fields,
-        "shards": [{**s, "root": u} for u, m in zip(urls, ms, strict=True) for s in m["shards"]],
-        "splits": sorted({k for m in ms for k in m["splits"]}),
-        "content_sha256": hashlib.sha256(",".join(shas).encode()).hexdigest(),
-        "mixture": [
-            {"url": u, "name": m.get("name"), "content_sha256": m["content_sha256"]}
+    return TrainingData(
+        name="+".join(m.name for m in ms),
+        version=first.version,
+        labels=first.labels,
+        config=first.config,
+        fields=fields,
+        shards=[RootedShard.of(s, u) for u, m in zip(urls, ms, strict=True) for s in m.shards],
+        splits=sorted({k for m in ms for k in m.splits}),
+        content_sha256=hashlib.sha256(",".join(shas).encode()).hexdigest(),
+        normalization=norm,
+        mixture=[
+            {"url": u, "name": m.name, "content_sha256": m.content_sha256}
             for u, m in zip(urls, ms, strict=True)
         ],
-    }
+    )
 
 
-def _mixture_key(m: dict) -> dict:
+def _mixture_key(m: Manifest) -> dict:
     """What datasets trained on together must share (besides the label table)."""
-    grid = (m.get("config") or {}).get("grid") or {}
+    grid = m.config.get("grid") or {}
     key = {"voxel size (nm)": grid.get("voxel_nm"), "normalisation": _normalization(m)["method"]}
     for name in ("recon", "labels"):
-        key[f"{name} dtype"] = (m["fields"].get(name) or {}).get("dtype")
+        spec = m.fields.get(name)
+        key[f"{name} dtype"] = spec.dtype if spec is not None else None
     return key
 
 
-def _merge_fields(a: dict, b: dict, url: str) -> dict:
+def _merge_fields(
+    a: dict[str, FieldSpec], b: dict[str, FieldSpec], url: str
+) -> dict[str, FieldSpec]:
     """Field descriptions covering the arrays of two datasets (shape bounds widened)."""
-    out = {k: dict(v) for k, v in a.items()}
+    out = dict(a)
     for k, spec in b.items():
-        if k not in out:
-            out[k] = dict(spec)
+        cur = out.get(k)
+        if cur is None:
+            out[k] = spec
             continue
-        if out[k].get("dtype") != spec.get("dtype"):
+        if cur.dtype != spec.dtype:
             raise UserError(
-                f"--data: {url} stores {k} as {spec.get('dtype')}, the first dataset as "
-                f"{out[k].get('dtype')}; a mixture needs the same (set dataset.dtypes)"
+                f"--data: {url} stores {k} as {spec.dtype}, the first dataset as "
+                f"{cur.dtype}; a mixture needs the same (set dataset.dtypes)"
             )
-        if out[k].get("shape") != spec.get("shape"):
-            out[k].pop("shape", None)
+        update: dict = {}
+        if cur.shape != spec.shape:
+            update["shape"] = None
         for bound, pick in (("shape_min", min), ("shape_max", max)):
-            x, y = out[k].get(bound), spec.get(bound)
+            x, y = getattr(cur, bound), getattr(spec, bound)
             if x and y and len(x) == len(y):
-                out[k][bound] = [pick(i, j) for i, j in zip(x, y, strict=True)]
+                update[bound] = [pick(i, j) for i, j in zip(x, y, strict=True)]
             else:
-                out[k].pop(bound, None)
+                update[bound] = None
+        out[k] = cur.model_copy(update=update)
     return out
 
 
-def _normalization(manifest: dict) -> dict:
-    if "normalization" in manifest:  # a mixture's (read_datasets)
-        return dict(manifest["normalization"])
-    rc = (manifest.get("config") or {}).get("reconstruction") or {}
+def _normalization(manifest: Manifest) -> dict:
+    """How a dataset's recon fields were normalised (from its config's reconstruction)."""
+    rc = manifest.config.get("reconstruction") or {}
     return {
         "method": rc.get("normalize", "quantile"),
         "fov_inset_px": rc.get("fov_inset_px", 5),
@@ -677,7 +718,7 @@ def _worker_died(err: BaseException) -> str | None:
     return type(next(iter(failures.values()))).__name__
 
 
-def _open_run_dir(fs, root: str, run_dir: str, cfg, m: dict, log) -> bool:
+def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> bool:
     """Check ``run_dir`` against this run (same dataset and architecture) and write ``run.json``.
 
     Returns True if this call created the directory (a failed run then removes it again).
@@ -705,19 +746,19 @@ def _open_run_dir(fs, root: str, run_dir: str, cfg, m: dict, log) -> bool:
                 f"--out: {safe_url(run_dir)!r} holds a run with seed {old_seed}; its stream "
                 f"order depends on it: resume it with --seed {old_seed} (or use another --out)"
             )
-        if old["dataset_content_sha256"] != m["content_sha256"]:
+        if old["dataset_content_sha256"] != m.content_sha256:
             raise UserError(
                 f"--out: {safe_url(run_dir)!r} holds a run on dataset "
-                f"{old['dataset_content_sha256'][:12]}…, not {m['content_sha256'][:12]}… "
+                f"{old['dataset_content_sha256'][:12]}…, not {m.content_sha256[:12]}… "
                 "(use another --out)"
             )
-        check_same_labels(old["labels"], m["labels"], "--out")
+        check_same_labels(old["labels"], m.labels, "--out")
         if _has_checkpoint(fs, root):
             log(f"resuming the run in {safe_url(run_dir)}")
     doc = {
         "arch": cfg.arch(),
-        "dataset_content_sha256": m["content_sha256"],
-        "labels": m["labels"],
+        "dataset_content_sha256": m.content_sha256,
+        "labels": m.labels,
         "train_config": cfg.model_dump(),
     }
     _write_file(fs, run_path, json.dumps(doc, indent=1).encode())
@@ -848,15 +889,15 @@ def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classe
     return normalize_volume(vol, normalization), lab.astype(np.int8)
 
 
-def _data_splits(m: dict, cfg) -> tuple[list[dict], list[dict], list | None]:
+def _data_splits(m: TrainingData, cfg) -> tuple[list[ShardRecord], list[ShardRecord], list | None]:
     """The train and val shard records and the volume shape; UserError if untrainable."""
-    train_shards = [s for s in m["shards"] if s["split"] == "train"]
-    val_shards = [s for s in m["shards"] if s["split"] == "val"]
+    train_shards = [s for s in m.shards if s.split == "train"]
+    val_shards = [s for s in m.shards if s.split == "val"]
     if not train_shards:
-        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m['splits'])})")
-    if "recon" not in m["fields"] or "labels" not in m["fields"]:
-        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m['fields'])})")
-    shape = m["fields"]["recon"].get("shape") or m["fields"]["recon"].get("shape_max")
+        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m.splits)})")
+    if "recon" not in m.fields or "labels" not in m.fields:
+        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m.fields)})")
+    shape = m.fields["recon"].shape or m.fields["recon"].shape_max
     if shape is not None and shape[cfg.axis] < cfg.window:
         raise UserError(
             f"--data: volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
@@ -865,14 +906,14 @@ def _data_splits(m: dict, cfg) -> tuple[list[dict], list[dict], list | None]:
     return train_shards, val_shards, shape
 
 
-def _init_from(init: str, cfg, m: dict, endpoint_url: str | None):
+def _init_from(init: str, cfg, m: TrainingData, endpoint_url: str | None):
     """``--init``: the checkpoint's weights, its architecture forced onto ``cfg``, and a record."""
     from factory.dataset.storage import safe_url
     from models.config import ARCH_FIELDS, TrainConfig
     from models.infer import check_same_labels, load_checkpoint
 
     model, st = load_checkpoint(init, endpoint_url=endpoint_url, what="--init")
-    check_same_labels(st["labels"], m["labels"], "--init")
+    check_same_labels(st["labels"], m.labels, "--init")
     arch = st["arch"]
     cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
     meta = {
@@ -885,7 +926,7 @@ def _init_from(init: str, cfg, m: dict, endpoint_url: str | None):
 
 def plan_job(
     cfg,
-    m: dict,
+    m: TrainingData,
     data_url: str,
     run_dir: str,
     *,
@@ -894,15 +935,15 @@ def plan_job(
     real: str | None = None,
     real_labels: str | None = None,
 ) -> TrainJob:
-    """The :class:`TrainJob` of a run on manifest ``m`` (paths already absolute)."""
+    """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`; paths already absolute)."""
     from factory.dataset.storage import safe_url
 
-    names = [c["name"] for c in sorted(m["labels"]["classes"], key=lambda c: c["id"])]
+    names = [c["name"] for c in sorted(m.labels["classes"], key=lambda c: c["id"])]
     init_weights, init_meta = None, None
     if init is not None:
         cfg, init_weights, init_meta = _init_from(init, cfg, m, endpoint_url)
     train_shards, val_shards, shape = _data_splits(m, cfg)
-    norm = _normalization(m)
+    norm = dict(m.normalization)
     real_arrays = None
     if real is not None or real_labels is not None:
         if real is None or real_labels is None:
@@ -911,21 +952,21 @@ def plan_job(
             raise UserError("--real-ratio: must be > 0 when --real is given")
         real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
-    n_train = sum(s["nsamples"] for s in train_shards)
+    n_train = sum(s.nsamples for s in train_shards)
     steps_per_epoch = cfg.steps_per_epoch or max(
         1, math.ceil(n_train * n_slices / (cfg.batch_size * cfg.workers))
     )
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    grid = (m.get("config") or {}).get("grid") or {}
-    dataset = {"url": safe_url(str(data_url)), "name": m.get("name"), "version": m.get("version"),
-               "content_sha256": m["content_sha256"], "voxel_nm": grid.get("voxel_nm"),
-               "mixture": m.get("mixture")}  # fmt: skip
+    grid = m.config.get("grid") or {}
+    dataset = {"url": safe_url(str(data_url)), "name": m.name, "version": m.version,
+               "content_sha256": m.content_sha256, "voxel_nm": grid.get("voxel_nm"),
+               "mixture": m.mixture}  # fmt: skip
     ckpt_meta = {
         "arch": cfg.arch(),
         "num_classes": len(names),
-        "labels": m["labels"],
+        "labels": m.labels,
         "dataset": dataset,
         "normalization": norm,
         "train_config": cfg.model_dump(),
@@ -933,7 +974,7 @@ def plan_job(
         "real": None if real is None else {"volume": str(real), "labels": str(real_labels)},
     }
     return TrainJob(
-        cfg=cfg, data_url=str(data_url), endpoint_url=endpoint_url, fields=m["fields"],
+        cfg=cfg, data_url=str(data_url), endpoint_url=endpoint_url, fields=m.fields,
         class_names=names, train_shards=train_shards, val_shards=val_shards,
         steps_per_epoch=steps_per_epoch, total_steps=total, run_dir=str(run_dir),
         ckpt_meta=ckpt_meta, init_weights=init_weights, real=real_arrays,
@@ -1035,7 +1076,7 @@ def train(
         "metrics": dict(result.metrics or {}),
         "wall_s": time.perf_counter() - t0,
         "steps_per_epoch": job.steps_per_epoch,
-        "dataset_content_sha256": m["content_sha256"],
+        "dataset_content_sha256": m.content_sha256,
         "restarts": restarts,
     }
     if summary["metrics"].get("bad_shards"):

@@ -1,4 +1,6 @@
-"""Data schemas shared by the factory and the models: the label table and dataset record layouts.
+"""Data schemas shared by the factory and the models: the label table and dataset record layouts
+(:mod:`schemas.dataset`: the manifest, shard records, field specs and the wids index;
+:mod:`schemas.index`: the rows of ``index.parquet``).
 
 The label table (``labels.json``) is the one place where class ids and names are defined. A *scheme*
 maps the full table onto the classes a dataset stores (the SimAQ reference uses 4 classes).
@@ -16,6 +18,12 @@ from functools import cache
 from importlib import resources
 
 import numpy as np
+
+from schemas.dataset import FieldSpec as FieldSpec
+from schemas.dataset import Manifest as Manifest
+from schemas.dataset import RootedShard as RootedShard
+from schemas.dataset import ShardRecord as ShardRecord
+from schemas.dataset import WidsIndex as WidsIndex
 
 LABELS_FILE = "labels.json"
 

@@ -19,12 +19,7 @@ TINY_ARCH = {"model": "unet25d", "features": 4, "depth": 2, "window": 7, "axis":
 def split_samples(ds, split: str) -> list[dict]:
     """Every sample (``recon``, ``labels``, ``meta``) of one split of a local dataset."""
     m = read_manifest(str(ds))
-    return [
-        s
-        for rec in m["shards"]
-        if rec["split"] == split
-        for s in iter_samples(str(ds), rec, fields=m["fields"])
-    ]
+    return [s for rec in m.split_shards(split) for s in iter_samples(str(ds), rec, fields=m.fields)]
 
 
 def _train(ds, ncls: int, *, steps: int, seed: int, lr: float):
@@ -66,24 +61,24 @@ def train_tiny_run(ds, run_dir, *, steps: int, seed: int = 0, lr: float = 0.01) 
     from models.infer import save_checkpoint
 
     m = read_manifest(str(ds))
-    ncls = len(m["labels"]["classes"])
+    ncls = len(m.labels["classes"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: more threads only contend on a shared machine
     try:
         net = _train(ds, ncls, steps=steps, seed=seed, lr=lr)
     finally:
         torch.set_num_threads(threads)
-    rc = m["config"]["reconstruction"]
+    rc = m.config["reconstruction"]
     state = {
         "arch": TINY_ARCH,
         "num_classes": ncls,
-        "labels": m["labels"],
+        "labels": m.labels,
         "dataset": {
             "url": str(ds),
-            "name": m.get("name"),
-            "version": m.get("version"),
-            "content_sha256": m["content_sha256"],
-            "voxel_nm": m["config"]["grid"]["voxel_nm"],
+            "name": m.name,
+            "version": m.version,
+            "content_sha256": m.content_sha256,
+            "voxel_nm": m.config["grid"]["voxel_nm"],
         },
         "normalization": {
             "method": rc.get("normalize", "quantile"),

@@ -41,8 +41,9 @@ def tar_bytes(members: list, fmt: int = tarfile.PAX_FORMAT) -> bytes:
 
 def record_checksums(ds: Path, url: str) -> dict:
     """Rewrite every checksum the dataset at ``ds`` records for shard ``url`` to match its bytes
-    now: the shard's ``bytes``/``sha256``, its WebDataset ``shardlist`` entry, ``content_sha256``
-    in the manifest and in the card. Returns the new manifest."""
+    now: the shard's ``bytes``/``sha256``, its entry in the wids index ``wids.json`` (and in a
+    legacy manifest ``shardlist``), ``content_sha256`` in the manifest and in the card. Returns the
+    new manifest (its JSON)."""
     data = (ds / url).read_bytes()
     size, sha = len(data), hashlib.sha256(data).hexdigest()
     m = json.loads((ds / "manifest.json").read_text())
@@ -54,6 +55,13 @@ def record_checksums(ds: Path, url: str) -> dict:
         if rec["url"] == url:
             rec["filesize"], rec["sha256"] = size, sha
     m["content_sha256"] = content_sha256(m["shards"])
+    wids_path = ds / "wids.json"
+    if wids_path.exists():
+        wids = json.loads(wids_path.read_text())
+        for rec in wids["shardlist"]:
+            if rec["url"] == url:
+                rec["filesize"], rec["sha256"] = size, sha
+        wids_path.write_text(json.dumps(wids))
     (ds / "manifest.json").write_text(json.dumps(m))
     card = ds / "README.md"
     if card.exists():

@@ -155,12 +155,12 @@ def test_generate_to_s3_with_ray(
     )
     assert code == 0, err
     m = read_manifest(s3_url, endpoint_url=s3_endpoint)
-    assert m["content_sha256"] == read_manifest(str(small_dataset))["content_sha256"]
+    assert m.content_sha256 == read_manifest(str(small_dataset)).content_sha256
     code, stdout, _ = run(monkeypatch, capsys, "verify", s3_url, "--endpoint-url", s3_endpoint)
     assert code == 0 and "ok: 4 shards" in stdout
     # the endpoint may also come from the environment
     monkeypatch.setenv("SIMAQ_S3_ENDPOINT", s3_endpoint)
-    s = list(iter_samples(s3_url, m["shards"][2], fields=m["fields"]))
+    s = list(iter_samples(s3_url, m.shards[2], fields=m.fields))
     assert [x["__key__"] for x in s] == ["000000003", "000000004"]
     import boto3
 

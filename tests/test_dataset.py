@@ -40,31 +40,37 @@ def test_layout_and_manifest(small_dataset, small_config):
     from schemas import label_scheme
 
     m = read_manifest(str(small_dataset))
-    assert all(k in m for k in REQUIRED_KEYS)
-    assert m["name"] == "demo" and m["version"] == "1.0.0" and m["format_version"] == 1
-    assert m["config"] == small_config.to_json() and m["config_sha256"] == small_config.sha256
-    assert m["seed"] == SMALL_SEED and m["seed_rule"] == SEED_RULE
-    assert m["labels"] == label_scheme("full").to_json()
-    assert m["splits"] == SPLITS and m["num_samples"] == 6
-    assert [(s["url"], s["split"], s["first_index"], s["nsamples"]) for s in m["shards"]] == SHARDS
-    for s in m["shards"]:
-        f = small_dataset / s["url"]
-        assert f.stat().st_size == s["bytes"] and _sha(f) == s["sha256"]
-    assert m["content_sha256"] == content_sha256(m["shards"])
-    assert {k for k in m["code"]} >= {"package", "git_sha", "dirty", "torch", "ray"}
+    raw = json.loads((small_dataset / "manifest.json").read_text())
+    assert all(k in raw for k in REQUIRED_KEYS)
+    assert raw == m.dump()  # the file is the typed manifest's JSON, nothing else
+    assert m.name == "demo" and m.version == "1.0.0" and m.format_version == 1
+    assert m.config == small_config.to_json() and m.config_sha256 == small_config.sha256
+    assert m.seed == SMALL_SEED and m.seed_rule == SEED_RULE
+    assert m.labels == label_scheme("full").to_json()
+    assert m.splits == SPLITS and m.num_samples == 6
+    assert [(s.url, s.split, s.first_index, s.nsamples) for s in m.shards] == SHARDS
+    for s in m.shards:
+        f = small_dataset / s.url
+        assert f.stat().st_size == s.bytes and _sha(f) == s.sha256
+    assert m.content_sha256 == content_sha256(m.shards)
+    assert {k for k in m.code} >= {"package", "git_sha", "dirty", "torch", "ray"}
     # fields: dtype from the config, volumes (Z, Y, X) = grid, sinogram (angles, Y, det)
-    assert m["fields"]["recon"]["dtype"] == "float16" and m["fields"]["labels"]["dtype"] == "uint8"
-    assert m["fields"]["phantom"]["shape"] == [32, 32, 32]
-    assert (
-        m["fields"]["sinogram"]["shape_max"][1] == 32
-        and m["fields"]["recon"]["member"] == "recon.npy.gz"
-    )
-    # a wids-compatible shard list
-    assert m["__kind__"] == "wids-shard-index-v1"
-    assert [(x["url"], x["nsamples"]) for x in m["shardlist"]] == [(u, n) for u, _, _, n in SHARDS]
+    assert m.fields["recon"].dtype == "float16" and m.fields["labels"].dtype == "uint8"
+    assert m.fields["phantom"].shape == [32, 32, 32]
+    assert m.fields["sinogram"].shape_max[1] == 32 and m.fields["recon"].member == "recon.npy.gz"
+    # one shard list: the manifest's; the wids-compatible index is derived from it
+    assert not {"shardlist", "__kind__", "wids_version"} & set(raw)
+    wids = json.loads((small_dataset / "wids.json").read_text())
+    assert wids["__kind__"] == "wids-shard-index-v1" and wids["wids_version"] == 1
+    assert wids["name"] == "demo"
+    assert [(x["url"], x["nsamples"], x["filesize"], x["sha256"]) for x in wids["shardlist"]] == [
+        (s.url, s.nsamples, s.bytes, s.sha256) for s in m.shards
+    ]
     # nothing temporary is left; everything a reader needs is there
     names = sorted(p.name for p in small_dataset.iterdir())
-    assert names == ["README.md", "index.parquet", "manifest.json", "preview.png", "shards"]
+    assert names == [
+        "README.md", "index.parquet", "manifest.json", "preview.png", "shards", "wids.json"
+    ]  # fmt: skip
 
 
 def test_shard_bytes_are_reproducible_tar(small_dataset, small_config):
@@ -113,14 +119,12 @@ def test_ray_executor_gives_byte_identical_shards(
     out = tmp_path / "ray"
     m = generate_dataset(small_config, str(out), seed=SMALL_SEED, executor="ray", workers=2)
     ref = read_manifest(str(small_dataset))
-    assert m["content_sha256"] == ref["content_sha256"]
-    for s in ref["shards"]:
-        assert (out / s["url"]).read_bytes() == (small_dataset / s["url"]).read_bytes(), s["url"]
+    assert m.content_sha256 == ref.content_sha256
+    for s in ref.shards:
+        assert (out / s.url).read_bytes() == (small_dataset / s.url).read_bytes(), s.url
     # the manifest differs only in time (and the code block, computed once per run)
     strip = {"created", "code"}
-    assert {k: v for k, v in m.items() if k not in strip} == {
-        k: v for k, v in ref.items() if k not in strip
-    }
+    assert m.model_dump(exclude=strip) == ref.model_dump(exclude=strip)
 
 
 def test_another_seed_gives_another_content_hash(tmp_path):
@@ -130,8 +134,8 @@ def test_another_seed_gives_another_content_hash(tmp_path):
     a = generate_dataset(cfg, str(tmp_path / "a"), seed=0, executor="local")
     b = generate_dataset(cfg, str(tmp_path / "b"), seed=1, executor="local")
     c = generate_dataset(cfg, str(tmp_path / "c"), seed=0, executor="local")
-    assert a["content_sha256"] != b["content_sha256"]
-    assert a["content_sha256"] == c["content_sha256"]
+    assert a.content_sha256 != b.content_sha256
+    assert a.content_sha256 == c.content_sha256
 
 
 def test_index_parquet(small_dataset):
@@ -145,10 +149,10 @@ def test_index_parquet(small_dataset):
     assert t.column_names[:5] == ["key", "index", "split", "shard", "n_angles"]
     rows = t.to_pylist()
     assert [r["key"] for r in rows] == [f"{i:09d}" for i in range(6)]
-    by_shard = {(s["url"], s["split"]): s for s in m["shards"]}
+    by_shard = {(s.url, s.split): s for s in m.shards}
     for r in rows:
         s = by_shard[(r["shard"], r["split"])]
-        assert s["first_index"] <= r["index"] < s["first_index"] + s["nsamples"]
+        assert s.first_index <= r["index"] < s.first_index + s.nsamples
         fr = [r[f"frac.{n}"] for n in label_scheme("full").names]
         assert abs(sum(fr) - 1) < 1e-5 and fr[0] > 0  # background is present
     params = [
@@ -156,14 +160,14 @@ def test_index_parquet(small_dataset):
     ]
     assert any(c.startswith("acquisition.") for c in params), t.column_names
     # n_angles of a row is the angle axis of that sample's stored sinogram
-    s0 = next(iter_samples(str(small_dataset), m["shards"][0]))
+    s0 = next(iter_samples(str(small_dataset), m.shards[0]))
     assert rows[0]["n_angles"] == s0["sinogram"].shape[0]
 
 
 def test_dataset_card_and_preview(small_dataset):
     card = (small_dataset / "README.md").read_text()
     m = read_manifest(str(small_dataset))
-    assert card.startswith("---\n") and m["content_sha256"] in card
+    assert card.startswith("---\n") and m.content_sha256 in card
     assert "## Class fractions" in card and "| 0 | background |" in card
     assert "preview.png" in card
     import matplotlib.image as mpimg
@@ -180,10 +184,10 @@ def test_webdataset_reads_the_shards(small_dataset):
     import webdataset as wds
 
     m = read_manifest(str(small_dataset))
-    urls = [str(small_dataset / s["url"]) for s in m["shards"]]
+    urls = [str(small_dataset / s.url) for s in m.shards]
     got = list(wds.WebDataset(urls, shardshuffle=False).decode())
     assert [s["__key__"] for s in got] == [f"{i:09d}" for i in range(6)]
-    ours = [s for r in m["shards"] for s in iter_samples(str(small_dataset), r)]
+    ours = [s for r in m.shards for s in iter_samples(str(small_dataset), r)]
     for a, b in zip(got, ours, strict=False):
         for field in ("phantom", "labels", "sinogram", "recon"):
             arr = a[f"{field}.npy.gz"]  # webdataset's default decoder: gunzip, then .npy
@@ -212,10 +216,10 @@ def test_ray_data_reads_the_shards(ray_session, tmp_path):
     )
     out = tmp_path / "plain"
     m = generate_dataset(cfg, str(out), seed=3, executor="local")
-    ds = ray.data.read_webdataset([str(out / s["url"]) for s in m["shards"]])
+    ds = ray.data.read_webdataset([str(out / s.url) for s in m.shards])
     rows = sorted(ds.take_all(), key=lambda r: r["__key__"])
     assert [r["__key__"] for r in rows] == ["000000000", "000000001", "000000002"]
-    ours = {s["__key__"]: s for r in m["shards"] for s in iter_samples(str(out), r)}
+    ours = {s["__key__"]: s for r in m.shards for s in iter_samples(str(out), r)}
     for r in rows:
         recon = np.asarray(r["recon.npy"])
         assert recon.dtype == np.float32 and np.array_equal(recon, ours[r["__key__"]]["recon"])
@@ -233,7 +237,7 @@ def test_tar_command_reads_the_shards(small_dataset, tmp_path):
     ref = next(
         s
         for s in iter_samples(
-            str(small_dataset), {**read_manifest(str(small_dataset))["shards"][0]}
+            str(small_dataset), read_manifest(str(small_dataset)).shards[0].model_dump()
         )
         if s["__key__"] == "000000001"
     )
@@ -280,7 +284,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         generate_dataset(cfg, str(out), executor="local")
     m = generate_dataset(cfg, str(out), executor="local", resume=True)
     ref = generate_dataset(cfg, str(tmp_path / "ref"), executor="local")
-    assert m["content_sha256"] == ref["content_sha256"] and m["num_samples"] == n
+    assert m.content_sha256 == ref.content_sha256 and m.num_samples == n
     assert not (out / "_records").exists() and not (out / "_tmp").exists()
 
 
@@ -306,7 +310,7 @@ def test_multinode_cluster(small_dataset, tmp_path, monkeypatch):
             "ray_client_server_port": client_port,
         },
     )
-    ref = read_manifest(str(small_dataset))["content_sha256"]
+    ref = read_manifest(str(small_dataset)).content_sha256
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
@@ -335,7 +339,7 @@ def test_multinode_cluster(small_dataset, tmp_path, monkeypatch):
             )
             assert res.returncode == 0, res.stderr[-3000:]
             assert "2 worker(s), 1 CPU" in res.stderr
-            assert read_manifest(str(out))["content_sha256"] == ref, name
+            assert read_manifest(str(out)).content_sha256 == ref, name
     finally:
         cluster.shutdown()
 
@@ -370,4 +374,4 @@ def test_a_failing_sample_leaves_nothing_or_a_resumable_run(monkeypatch, tmp_pat
     monkeypatch.setattr(factory.sample, "simulate_sample", real)
     m = generate_dataset(cfg, str(out), executor="local", resume=True)
     ref = generate_dataset(cfg, str(tmp_path / "ref"), executor="local")
-    assert m["content_sha256"] == ref["content_sha256"] and m["num_samples"] == 2
+    assert m.content_sha256 == ref.content_sha256 and m.num_samples == 2

@@ -145,20 +145,20 @@ def test_fields_dtypes_and_compression_are_configurable(tmp_path):
         },
     )
     m = generate_dataset(cfg, str(tmp_path / "ds"), seed=2, executor="local")
-    with tarfile.open(tmp_path / "ds" / m["shards"][0]["url"]) as tar:
+    with tarfile.open(tmp_path / "ds" / m.shards[0].url) as tar:
         names = tar.getnames()
         recon = np.load(io.BytesIO(tar.extractfile("000000000.recon.npy").read()))
     assert names == [
         f"000000000.{f}" for f in ("labels.npy", "meta.json", "noisy.npy", "recon.npy")
     ]
     assert recon.dtype == np.float32 and recon.shape == (32, 32, 32)
-    assert {k: v.get("dtype") for k, v in m["fields"].items()} == {
+    assert {k: v.dtype for k, v in m.fields.items()} == {
         "recon": "float32",
         "labels": "uint8",
         "noisy": "float16",
         "meta": None,
     }
-    s = next(iter_samples(str(tmp_path / "ds"), m["shards"][0], fields=m["fields"]))
+    s = next(iter_samples(str(tmp_path / "ds"), m.shards[0], fields=m.fields))
     assert s["noisy"].dtype == np.float16 and np.array_equal(s["recon"], recon)
     assert "phantom" not in s and "sinogram" not in s
 
@@ -170,7 +170,7 @@ def test_index_is_streamed_in_row_groups(monkeypatch, small_dataset, small_confi
     monkeypatch.setattr(gen, "INDEX_ROW_GROUP", 2)
     out = tmp_path / "ds"
     m = generate_dataset(small_config, str(out), seed=SMALL_SEED, executor="local")
-    assert m["content_sha256"] == read_manifest(str(small_dataset))["content_sha256"]
+    assert m.content_sha256 == read_manifest(str(small_dataset)).content_sha256
     assert pq.ParquetFile(out / "index.parquet").metadata.num_row_groups == 3  # rows 0-1, 2-4, 5
     got, ref = pq.read_table(out / "index.parquet"), pq.read_table(small_dataset / "index.parquet")
     assert got.schema == ref.schema and got.to_pylist() == ref.to_pylist()

@@ -81,8 +81,8 @@ def proc_memory(pid: int) -> tuple[int, int]:
     return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
 
 
-def _keys(ds: Path | str, m: dict) -> list[str]:
-    return [s["__key__"] for rec in m["shards"] for s in iter_samples(str(ds), rec)]
+def _keys(ds: Path | str, m) -> list[str]:
+    return [s["__key__"] for rec in m.shards for s in iter_samples(str(ds), rec)]
 
 
 # --- worker killed --------------------------------------------------------------------------------
@@ -121,11 +121,11 @@ def test_a_ray_worker_killed_mid_shard_loses_and_duplicates_nothing(
         stop.set()
         t.join(5)
     assert killed, "no actor was killed (the run ended before a shard was in progress)"
-    assert landed["records"] < len(m["shards"]), "the kill landed after every shard was done"
+    assert landed["records"] < len(m.shards), "the kill landed after every shard was done"
     assert len(seen) > 2, "the killed actor was not restarted"
     ref = read_manifest(str(small_dataset))
-    assert m["content_sha256"] == ref["content_sha256"]
-    assert m["num_samples"] == 6 and m["shards"] == ref["shards"]
+    assert m.content_sha256 == ref.content_sha256
+    assert m.num_samples == 6 and m.shards == ref.shards
     assert verify_dataset(str(out)) == []
     keys = _keys(out, m)
     assert keys == [f"{i:09d}" for i in range(6)]  # none lost, none twice
@@ -178,7 +178,7 @@ def test_a_node_lost_mid_run_is_replaced_and_nothing_is_lost(tmp_path, head_cpus
     )
     ref = generate_dataset(cfg, str(tmp_path / "ref"), executor="local")
     m = read_manifest(str(out))
-    assert m["content_sha256"] == ref["content_sha256"]
+    assert m.content_sha256 == ref.content_sha256
     assert verify_dataset(str(out)) == []
     assert _keys(out, m) == [f"{i:09d}" for i in range(n)]
 
@@ -310,7 +310,7 @@ def test_the_driver_killed_at_random_points_resumes_to_the_same_hash(tmp_path, c
     )
     ref = generate_dataset(cfg, str(tmp_path / "ref"), seed=SMALL_SEED, executor="local")
     m = read_manifest(str(out))
-    assert m["content_sha256"] == ref["content_sha256"], f"seed {SEED}, kills {log}"
+    assert m.content_sha256 == ref.content_sha256, f"seed {SEED}, kills {log}"
     assert verify_dataset(str(out)) == []
     assert _keys(out, m) == [f"{i:09d}" for i in range(N_KILL)]
     assert not (out / "_tmp").exists() and not (out / "_records").exists(), log
@@ -378,10 +378,10 @@ def _load_run(tmp_path: Path, side: int, n: int, workers: int) -> dict:
         t.join(5)
     wall = time.monotonic() - t0
     sample_bytes = 0
-    for rec in m["fields"].values():
-        if "shape_max" in rec:
+    for rec in m.fields.values():
+        if rec.shape_max is not None:
             n_el = 1
-            for d in rec["shape_max"]:
+            for d in rec.shape_max:
                 n_el *= d
             sample_bytes += n_el * 4  # float32 in memory
     return {"manifest": m, "rss": rss, "commits": sorted(commits.values()), "wall": wall,
@@ -399,7 +399,7 @@ def test_load_memory_stays_bounded_and_throughput_does_not_decay(ray_session, tm
     workers = 2
     r = _load_run(tmp_path, side, n, workers)
     m = r["manifest"]
-    assert m["num_samples"] == n and verify_dataset(str(r["out"])) == []
+    assert m.num_samples == n and verify_dataset(str(r["out"])) == []
     assert len(r["rss"]) == workers, r["rss"].keys()
     lines = []
     for pid, trace in r["rss"].items():

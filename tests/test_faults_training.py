@@ -96,8 +96,8 @@ def test_training_input_refuses_each_kind_of_corruption(small_dataset, tmp_path,
     ds = tmp_path / "ds"
     shutil.copytree(small_dataset, ds)
     m = read_manifest(str(ds))
-    train = [s for s in m["shards"] if s["split"] == "train"]
-    bad = ds / train[0]["url"]
+    train = m.split_shards("train")
+    bad = ds / train[0].url
     if kind == "flip":
         flip(bad, 0.7)
     elif kind == "truncate":
@@ -105,19 +105,19 @@ def test_training_input_refuses_each_kind_of_corruption(small_dataset, tmp_path,
     elif kind == "delete":
         bad.unlink()
     elif kind == "swap":
-        bad.write_bytes((ds / train[1]["url"]).read_bytes())
+        bad.write_bytes((ds / train[1].url).read_bytes())
     else:
         bad.write_bytes(bad.read_bytes() + b"x")
     with pytest.raises(DatasetError, match="train-000000.tar"):
-        list(iter_volumes(str(ds), train, fields=m["fields"]))
+        list(iter_volumes(str(ds), train, fields=m.fields))
     skipped = {}
     got = list(
         iter_volumes(
-            str(ds), train, fields=m["fields"], allow_bad_shards=True, on_bad=skipped.__setitem__
+            str(ds), train, fields=m.fields, allow_bad_shards=True, on_bad=skipped.__setitem__
         )
     )
-    assert len(got) == train[1]["nsamples"]  # only the good shard's samples
-    assert list(skipped) == [train[0]["url"]]
+    assert len(got) == train[1].nsamples  # only the good shard's samples
+    assert list(skipped) == [train[0].url]
 
 
 def test_training_skips_a_bad_shard_when_asked_and_says_so(

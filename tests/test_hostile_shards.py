@@ -2,7 +2,7 @@
 
 Each case rewrites one member of one shard of a small generated dataset (or links the shard from
 outside the root), then recomputes every checksum the dataset records -- the shard's ``bytes`` and
-``sha256``, the WebDataset ``shardlist``, ``content_sha256`` (manifest and card) -- so that only the
+``sha256``, the wids index ``wids.json``, ``content_sha256`` (manifest and card) -- so that only the
 content checks can catch it. ``simaq verify`` must exit 2 with one line naming the shard, the member
 and the bad value; the readers (:func:`~factory.dataset.manifest.iter_samples` and the models'
 :func:`~models.data.iter_volumes`) must raise :class:`DatasetError`; ``publish`` must refuse it
@@ -194,21 +194,21 @@ def test_readers_refuse(base, tmp_path, case):
 
     ds = _hostile(base, tmp_path, case)
     m = read_manifest(str(ds))
-    rec = next(r for r in m["shards"] if r["url"] == SHARD)
+    rec = next(r for r in m.shards if r.url == SHARD)
     pattern = CASES[case][1]
     with pytest.raises(DatasetError, match=pattern) as err:
-        list(iter_samples(str(ds), rec, fields=m["fields"]))
+        list(iter_samples(str(ds), rec, fields=m.fields))
     assert f"shard {SHARD}" in str(err.value) and "\n" not in str(err.value)
     if CASES[case][2]:
         with pytest.raises(DatasetError, match=pattern):
             list(iter_samples(str(ds), rec))
     got = []
     with pytest.raises(DatasetError, match=pattern):
-        for vol in iter_volumes(str(ds), [rec], fields=m["fields"]):
+        for vol in iter_volumes(str(ds), [rec], fields=m.fields):
             got.append(vol)
     assert got == []
     # the training stream's reader: a checking pass, then each sample by seeking to it
-    src = SampleSource(str(ds), [rec], fields=m["fields"])
+    src = SampleSource(str(ds), [rec], fields=m.fields)
     with pytest.raises(DatasetError, match=pattern):
         for i in range(src.n):
             src.read(i)
@@ -235,7 +235,7 @@ def test_the_untouched_dataset_verifies_and_publishes(monkeypatch, capsys, base,
     code, stdout, err = run(monkeypatch, capsys, "verify", str(ds))
     assert code == 0 and "ok: 2 shards, 4 samples" in stdout, err
     m = read_manifest(str(ds))
-    samples = list(iter_samples(str(ds), m["shards"][0], fields=m["fields"]))
+    samples = list(iter_samples(str(ds), m.shards[0], fields=m.fields))
     recon = samples[0]["recon"]
     assert recon.dtype == np.float16 and recon.shape == (16, 16, 16) and recon.flags.writeable
     code, _, err = run(monkeypatch, capsys, "publish", str(ds), str(tmp_path / "pub"))

@@ -39,19 +39,17 @@ def test_a_mixture_holds_the_shards_of_both_datasets(small_dataset, capillary_da
     urls = [str(small_dataset), str(capillary_dataset)]
     m = read_datasets(urls)
     a, b = (read_manifest(u) for u in urls)
-    assert [s["root"] for s in m["shards"]] == [urls[0]] * len(a["shards"]) + [urls[1]] * len(
-        b["shards"]
-    )
-    assert [x["content_sha256"] for x in m["mixture"]] == [a["content_sha256"], b["content_sha256"]]
-    assert m["content_sha256"] not in (a["content_sha256"], b["content_sha256"])
-    sino = [a["fields"]["sinogram"]["shape_max"], b["fields"]["sinogram"]["shape_max"]]
+    assert [s.root for s in m.shards] == [urls[0]] * len(a.shards) + [urls[1]] * len(b.shards)
+    assert [x["content_sha256"] for x in m.mixture] == [a.content_sha256, b.content_sha256]
+    assert m.content_sha256 not in (a.content_sha256, b.content_sha256)
+    sino = [a.fields["sinogram"].shape_max, b.fields["sinogram"].shape_max]
     assert sino[0] != sino[1]
-    assert m["fields"]["sinogram"]["shape_max"] == [max(x) for x in zip(*sino, strict=True)]
-    train = [s for s in m["shards"] if s["split"] == "train"]
+    assert m.fields["sinogram"].shape_max == [max(x) for x in zip(*sino, strict=True)]
+    train = [s for s in m.shards if s.split == "train"]
     seen = {
-        meta.get("config_sha256") for _, _, meta in iter_volumes(urls[0], train, fields=m["fields"])
+        meta.get("config_sha256") for _, _, meta in iter_volumes(urls[0], train, fields=m.fields)
     }
-    assert seen == {a["config_sha256"], b["config_sha256"]}
+    assert seen == {a.config_sha256, b.config_sha256}
 
 
 def test_training_on_a_mixture_records_both_datasets(

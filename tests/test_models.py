@@ -86,8 +86,8 @@ def test_two_workers_from_s3_lower_the_loss_and_write_checkpoints(trained, small
     state = json.loads((ckpts[-1] / "state.json").read_text())
     assert state["epoch"] == 3 and state["step"] == 24
     m = read_manifest(str(small_dataset))
-    assert state["dataset"]["content_sha256"] == m["content_sha256"]
-    assert state["labels"] == m["labels"]
+    assert state["dataset"]["content_sha256"] == m.content_sha256
+    assert state["labels"] == m.labels
     assert (ckpts[-1] / "model.pt").stat().st_size > 0
 
 
@@ -171,7 +171,7 @@ def test_evaluation_of_a_known_prediction_gives_the_known_iou(small_dataset):
     assert res["per_slice"]["cytoplasm"]["iou"]["mean"] == 1.0
     cells = {str(s["meta"]["phantom"]["cells_placed"]) for s in samples}
     assert set(res["by_cell_count"]) == cells
-    assert res["dataset"]["content_sha256"] == read_manifest(str(small_dataset))["content_sha256"]
+    assert res["dataset"]["content_sha256"] == read_manifest(str(small_dataset)).content_sha256
 
 
 def test_slice_scores_ignore_unannotated_pixels():
@@ -199,7 +199,7 @@ def test_evaluate_cli_writes_scores_violins_and_hashes(
     )  # fmt: skip
     assert code == 0, err
     res = json.loads(stdout)
-    sha = read_manifest(str(small_dataset))["content_sha256"]
+    sha = read_manifest(str(small_dataset)).content_sha256
     assert res["dataset"]["content_sha256"] == sha
     assert res["model"]["training_data_content_sha256"] == sha
     assert res["model"]["step"] == 24
@@ -340,7 +340,7 @@ def test_stream_draws_only_annotated_real_slices(small_dataset):
     lab[:, 5] = 1
     lab[3, 5, 4] = 0
     cfg = TrainConfig(real_ratio=1.0, window=3, batch_size=4)
-    src = SampleSource(str(small_dataset), m["shards"][:1])
+    src = SampleSource(str(small_dataset), m.shards[:1])
     stream = StackStream(src, cfg, StreamState.new(src.n, 1, 0, 1), 0, real=(vol, lab))
     for _, (x, y, where) in zip(range(3), stream.batches(augment=False), strict=False):
         assert x.shape == (4, 3, 16, 16) and where["stacks"] == []  # no synthetic stack
@@ -372,17 +372,15 @@ def test_bad_shards_are_skipped_only_when_allowed(small_dataset, tmp_path):
     ds = tmp_path / "ds"
     shutil.copytree(small_dataset, ds)
     m = read_manifest(str(ds))
-    train = [s for s in m["shards"] if s["split"] == "train"]
-    (ds / train[0]["url"]).write_bytes(b"not a tar")
+    train = m.split_shards("train")
+    (ds / train[0].url).write_bytes(b"not a tar")
     with pytest.raises(DatasetError, match="train-000000.tar"):
-        list(iter_volumes(str(ds), train, fields=m["fields"]))
+        list(iter_volumes(str(ds), train, fields=m.fields))
     bad = {}
     got = list(
-        iter_volumes(
-            str(ds), train, fields=m["fields"], allow_bad_shards=True, on_bad=bad.__setitem__
-        )
+        iter_volumes(str(ds), train, fields=m.fields, allow_bad_shards=True, on_bad=bad.__setitem__)
     )
-    assert len(got) == train[1]["nsamples"] and list(bad) == [train[0]["url"]]
+    assert len(got) == train[1].nsamples and list(bad) == [train[0].url]
 
 
 def test_augmentations_move_images_and_labels_together():

@@ -64,14 +64,14 @@ def test_stream_continues_with_the_exact_next_stack(small_dataset):
     from models.order import StreamState, block_size_for
 
     m = read_manifest(str(small_dataset))
-    train = [s for s in m["shards"] if s["split"] == "train"]
+    train = m.split_shards("train")
     vol = np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32)
     lab = np.full(vol.shape, -1, np.int8)
     lab[:, 7] = 1
     cfg = parse_train_config(None, sets=["window=3", "patch=16", "real_ratio=0.3"], batch_size=3)
 
     def stream(state):
-        src = SampleSource(str(small_dataset), train, fields=m["fields"])
+        src = SampleSource(str(small_dataset), train, fields=m.fields)
         return StackStream(src, cfg, state, 0, real=(vol, lab))
 
     first = StreamState.new(3, block_size_for(3, cfg.mix_volumes, 1), cfg.seed, 1)
@@ -94,24 +94,24 @@ def test_shards_are_read_by_seeking_to_each_sample(small_dataset, tmp_path):
     from factory.dataset.manifest import DatasetError, iter_samples, read_sample, shard_spans
 
     m = read_manifest(str(small_dataset))
-    rec = m["shards"][0]
+    rec = m.shards[0]
     spans = shard_spans(str(small_dataset), rec)
-    assert sorted(spans) == list(range(rec["first_index"], rec["first_index"] + rec["nsamples"]))
-    for s in iter_samples(str(small_dataset), rec, fields=m["fields"]):
+    assert sorted(spans) == list(range(rec.first_index, rec.first_index + rec.nsamples))
+    for s in iter_samples(str(small_dataset), rec, fields=m.fields):
         i = int(s["__key__"])
-        got = read_sample(str(small_dataset), rec, i, spans[i], fields=m["fields"])
+        got = read_sample(str(small_dataset), rec, i, spans[i], fields=m.fields)
         assert got["meta"] == s["meta"]
         assert all(np.array_equal(got[k], s[k]) for k in s if k not in ("__key__", "meta"))
     ds = tmp_path / "ds"
     shutil.copytree(small_dataset, ds)
-    shard = ds / rec["url"]
+    shard = ds / rec.url
     data = bytearray(shard.read_bytes())
-    data[spans[rec["first_index"]][0] + 700] ^= 0xFF  # inside the first sample's first member
+    data[spans[rec.first_index][0] + 700] ^= 0xFF  # inside the first sample's first member
     shard.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match="sha256 mismatch"):
         shard_spans(str(ds), rec)
     with pytest.raises(DatasetError, match="outside the shard"):
-        read_sample(str(ds), rec, rec["first_index"], (0, rec["bytes"] + 1))
+        read_sample(str(ds), rec, rec.first_index, (0, rec.bytes + 1))
     shard.unlink()
     with pytest.raises(DatasetError, match="missing"):
         shard_spans(str(ds), rec)
@@ -222,8 +222,8 @@ def test_resume_on_another_number_of_workers_sees_each_stack_once(
     from models.order import STACKS, rng
 
     m = read_manifest(str(small_dataset))
-    train = [s for s in m["shards"] if s["split"] == "train"]
-    src = SampleSource(str(small_dataset), train, fields=m["fields"])
+    train = m.split_shards("train")
+    src = SampleSource(str(small_dataset), train, fields=m.fields)
     want = set()
     for i in range(src.n):
         _, lab = src.read(i)

@@ -127,7 +127,7 @@ def test_hostile_shards_are_refused_by_every_reader(
     from models.data import SampleSource, iter_volumes
 
     src = read_manifest(str(small_dataset))
-    first = src["shards"][0]  # train-000000: samples 0 and 1
+    first = src.shards[0]  # train-000000: samples 0 and 1
     from factory.dataset.manifest import iter_samples
 
     s1 = [s for s in iter_samples(str(small_dataset), first) if s["__key__"] == "000000001"][0]
@@ -197,7 +197,7 @@ def test_manifest_pointing_outside_its_root_is_refused(
                 "shards/../../outside/train-000000.tar", "file:///etc/passwd",
                 "s3://other-bucket/train-000000.tar"):  # fmt: skip
         m = json.loads(good)
-        m["shards"][0]["url"] = m["shardlist"][0]["url"] = url
+        m["shards"][0]["url"] = url
         m["content_sha256"] = content_sha256(m["shards"])
         (ds / "manifest.json").write_text(json.dumps(m))
         for args in (["verify", str(ds)], ["inspect", str(ds)],

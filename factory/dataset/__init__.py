@@ -10,7 +10,8 @@ Modules, in the order data flows:
 * :mod:`.executor` — ``local`` (in-process loop) and ``ray`` (actor pool, bounded in-flight tasks)
   executors; both give byte-identical shards.
 * :mod:`.generate` — :func:`~.generate.generate_dataset`: refuse to overwrite, resume, then
-  ``index.parquet``, the card and, last, ``manifest.json``.
+  ``index.parquet``, the card, ``wids.json`` and, last, ``manifest.json`` (the typed
+  :class:`schemas.dataset.Manifest`).
 * :mod:`.manifest` — safe reading for consumers: :func:`~.manifest.read_manifest`,
   :func:`~.manifest.iter_samples`.
 * :mod:`.storage` — :func:`~.storage.resolve_filesystem` for local paths and ``s3://`` URLs.

@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from schemas.dataset import Manifest
+
 _TITLES = {
     "phantom": "phantom LAC (1/µm)",
     "recon": "reconstruction",
@@ -100,21 +102,21 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _card_header(m: dict) -> list[str]:
+def _card_header(m: Manifest) -> list[str]:
     """The YAML front matter and the title of the card."""
     return [
         "---",
-        f"pretty_name: {m['name']} (simulated cryo soft X-ray tomography)",
-        f"dataset_version: {m['version']}",
-        f"num_samples: {m['num_samples']}",
+        f"pretty_name: {m.name} (simulated cryo soft X-ray tomography)",
+        f"dataset_version: {m.version}",
+        f"num_samples: {m.num_samples}",
         "splits:",
-        *[f"  {k}: {v}" for k, v in m["splits"].items()],
+        *[f"  {k}: {v}" for k, v in m.splits.items()],
         "task_categories: [image-segmentation]",
         "tags: [cryo-soft-x-ray-tomography, simulated, webdataset, simaq]",
-        f"content_sha256: {m['content_sha256']}",
+        f"content_sha256: {m.content_sha256}",
         "---",
         "",
-        f"# {m['name']} {m['version']}",
+        f"# {m.name} {m.version}",
         "",
         "Simulated cryo soft X-ray tomography of yeast-like cells: phantoms with voxel labels,",
         "their simulated tilt series and reconstructions (SimAQ method, Egebjerg & Wüstner,",
@@ -122,26 +124,26 @@ def _card_header(m: dict) -> list[str]:
     ]
 
 
-def _card_provenance(m: dict, command: str) -> list[str]:
+def _card_provenance(m: Manifest, command: str) -> list[str]:
     """How it was generated: command, config hash, seed rule, code versions, grid (nm)."""
-    code = m["code"]
-    grid = m["config"]["grid"]
+    code = m.code
+    grid = m.config["grid"]
     return [
         "",
         "## How it was generated",
         "",
         f"- command: `{command}`",
-        f"- config sha256: `{m['config_sha256']}` (the full config is in `manifest.json`)",
-        f"- seed: {m['seed']}; per-sample seed rule: {m['seed_rule']}",
+        f"- config sha256: `{m.config_sha256}` (the full config is in `manifest.json`)",
+        f"- seed: {m.seed}; per-sample seed rule: {m.seed_rule}",
         f"- code: simaq-factory {code.get('package')} (git {code.get('git_sha') or 'unknown'}"
         f"{', dirty' if code.get('dirty') else ''}), "
         f"torch {code.get('torch')}, ray {code.get('ray')}",
-        f"- created: {m['created']}",
+        f"- created: {m.created}",
         f"- grid: {grid['shape']} voxels (Z, Y, X) of {grid['voxel_nm']} nm; Y is the tilt axis",
     ]
 
 
-def _card_fields(m: dict) -> list[str]:
+def _card_fields(m: Manifest) -> list[str]:
     """The table of the shard members: dtype, shape (axes) and units of every array field."""
     lines = [
         "",
@@ -150,19 +152,16 @@ def _card_fields(m: dict) -> list[str]:
         "| field | member | dtype | shape | units |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name, f in m["fields"].items():
-        if "shape" not in f:
+    for name, f in m.fields.items():
+        if f.shape is None:
             continue
-        shape = "×".join("n" if s is None else str(s) for s in f["shape"])
-        lines.append(
-            f"| {name} | `KEY.{f['member']}` | {f['dtype']} | {shape} ({f['axes']}) "
-            f"| {f['units']} |"
-        )
+        shape = "×".join("n" if s is None else str(s) for s in f.shape)
+        lines.append(f"| {name} | `KEY.{f.member}` | {f.dtype} | {shape} ({f.axes}) | {f.units} |")
     lines.append("| meta | `KEY.meta.json` | JSON | | seed, every drawn parameter, the objects |")
     return lines
 
 
-def _card_splits(m: dict) -> list[str]:
+def _card_splits(m: Manifest) -> list[str]:
     """Samples and shards per split, total size (MiB) and size per sample (KiB)."""
     lines = [
         "",
@@ -171,24 +170,26 @@ def _card_splits(m: dict) -> list[str]:
         "| split | samples | shards |",
         "| --- | --- | --- |",
     ]
-    for split, n in m["splits"].items():
-        k = sum(1 for s in m["shards"] if s["split"] == split)
+    for split, n in m.splits.items():
+        k = len(m.split_shards(split))
         lines.append(f"| {split} | {n} | {k} |")
-    total = sum(s["bytes"] for s in m["shards"])
+    total = m.total_bytes
     return lines + [
         "",
-        f"{len(m['shards'])} shards, {total / 2**20:.1f} MiB, "
-        f"{total / max(m['num_samples'], 1) / 2**10:.1f} KiB per sample. Samples of a shard are",
+        f"{len(m.shards)} shards, {total / 2**20:.1f} MiB, "
+        f"{total / max(m.num_samples, 1) / 2**10:.1f} KiB per sample. Samples of a shard are",
         "a fixed range of global indices; keys are those indices on 9 digits. `index.parquet`",
         "has one row per sample (key, split, shard, drawn parameters, class fractions).",
     ]
 
 
-def _card_statistics(m: dict, class_fractions: dict[str, float], param_ranges: dict) -> list[str]:
+def _card_statistics(
+    m: Manifest, class_fractions: dict[str, float], param_ranges: dict
+) -> list[str]:
     """Voxel fraction per class (in label id order) and the range of every drawn parameter."""
     lines = [
         "",
-        f"## Class fractions (voxels, label scheme `{m['labels']['scheme']}`)",
+        f"## Class fractions (voxels, label scheme `{m.labels['scheme']}`)",
         "",
         "| id | class | fraction |",
         "| --- | --- | --- |",
@@ -208,9 +209,9 @@ def _card_statistics(m: dict, class_fractions: dict[str, float], param_ranges: d
     return lines
 
 
-def _card_reading(m: dict) -> list[str]:
+def _card_reading(m: Manifest) -> list[str]:
     """How to read the first shard with plain ``webdataset``, and the preview figure."""
-    first = m["shards"][0]["url"] if m["shards"] else "shards/train-000000.tar"
+    first = m.shards[0].url if m.shards else "shards/train-000000.tar"
     return [
         "",
         "## Reading it",
@@ -219,9 +220,9 @@ def _card_reading(m: dict) -> list[str]:
         "import webdataset as wds  # no project code needed",
         f'for s in wds.WebDataset("{first}", shardshuffle=False).decode():',
         '    recon, labels = s["'
-        + m["fields"].get("recon", {}).get("member", "recon.npy")
+        + _member(m, "recon")
         + '"], s.get("'
-        + m["fields"].get("labels", {}).get("member", "labels.npy")
+        + _member(m, "labels")
         + '")',
         "```",
         "",
@@ -232,15 +233,20 @@ def _card_reading(m: dict) -> list[str]:
     ]
 
 
+def _member(m: Manifest, field: str) -> str:
+    spec = m.fields.get(field)
+    return (spec.member if spec is not None else None) or f"{field}.npy"
+
+
 def dataset_card(
-    manifest: dict, class_fractions: dict[str, float], param_ranges: dict, command: str
+    manifest: Manifest, class_fractions: dict[str, float], param_ranges: dict, command: str
 ) -> str:
     """The ``README.md`` text of a dataset from its manifest and index statistics.
 
     Parameters
     ----------
-    manifest : dict
-        The dataset's ``manifest.json``.
+    manifest : Manifest
+        The dataset's manifest.
     class_fractions : dict of str to float
         Voxel fraction of each class over the dataset, in label id order.
     param_ranges : dict of str to (float, float)

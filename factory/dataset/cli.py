@@ -126,10 +126,10 @@ def register(app: typer.Typer) -> None:
             log=lambda msg: typer.echo(msg, err=True),
             verbose=verbose,
         )
-        size = sum(s["bytes"] for s in m["shards"])
         typer.echo(
-            f"{m['name']} {m['version']}: {m['num_samples']} samples in {len(m['shards'])} shards "
-            f"({size / 2**20:.1f} MiB) at {safe_url(out)}; content_sha256 {m['content_sha256']}"
+            f"{m.name} {m.version}: {m.num_samples} samples in {len(m.shards)} shards "
+            f"({m.total_bytes / 2**20:.1f} MiB) at {safe_url(out)}; "
+            f"content_sha256 {m.content_sha256}"
         )
 
     @app.command("verify")
@@ -141,21 +141,27 @@ def register(app: typer.Typer) -> None:
         it (exit 1 if a shard does not match, 2 if one matches but its content is refused)."""
         from factory.dataset.manifest import read_manifest
         from factory.dataset.tools import verify_dataset
+        from schemas.dataset import WIDS_NAME
 
         problems = verify_dataset(dataset, endpoint_url=endpoint_url, progress=True)
         m = read_manifest(dataset, endpoint_url=endpoint_url)
         if problems:
+            bad = [p for p in problems if not p.startswith(WIDS_NAME)]
             for p in problems:
-                typer.secho(f"bad shard {p}", err=True, fg=typer.colors.RED)
-            typer.secho(
-                f"verify: {len(problems)} of {len(m['shards'])} shards do not match the manifest",
-                err=True,
-                fg=typer.colors.RED,
+                typer.secho(
+                    p if p.startswith(WIDS_NAME) else f"bad shard {p}", err=True,
+                    fg=typer.colors.RED,
+                )  # fmt: skip
+            what = (
+                [f"{len(bad)} of {len(m.shards)} shards do not match the manifest"] if bad else []
             )
+            if len(bad) < len(problems):
+                what.append(f"{WIDS_NAME} does not match the manifest")
+            typer.secho(f"verify: {'; '.join(what)}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1)
         typer.echo(
-            f"ok: {len(m['shards'])} shards, {m['num_samples']} samples match "
-            f"(content_sha256 {m['content_sha256']})"
+            f"ok: {len(m.shards)} shards, {m.num_samples} samples match "
+            f"(content_sha256 {m.content_sha256})"
         )
 
     @app.command("inspect")

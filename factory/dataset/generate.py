@@ -5,8 +5,10 @@ Order of writes (a reader looks at ``manifest.json`` only, so nothing is visible
 1. ``_records/_plan.json``: config sha256, seed and the shard plan (what ``--resume`` must match).
 2. Each shard: ``_tmp/...part`` → ``shards/{split}-{NNNNNN}.tar``, then ``_records/{shard}.json``.
 3. ``index.parquet`` (streamed from the shard records, a row group at a time, so the driver's
-   memory does not grow with the sample count), ``README.md``, ``preview.png``;
-   ``manifest.json`` **last**; then ``_records/`` and ``_tmp/`` are removed.
+   memory does not grow with the sample count), ``README.md``, ``preview.png``, ``wids.json``
+   (the WebDataset/wids shard index, derived from the manifest's shard records);
+   ``manifest.json`` **last** (:class:`schemas.dataset.Manifest`, dumped as JSON); then
+   ``_records/`` and ``_tmp/`` are removed.
 
 While the shards are built the driver folds each shard's record into :class:`ShardTotals` as it
 arrives and keeps of it only the shard's manifest entry (url, split, first index, sample count,
@@ -34,14 +36,7 @@ import numpy as np
 
 from factory.dataset import storage
 from factory.dataset.executor import ShardFailed
-from factory.dataset.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_NAME,
-    DatasetError,
-    content_sha256,
-    iter_samples,
-    read_manifest,
-)
+from factory.dataset.manifest import DatasetError, iter_samples, read_manifest
 from factory.dataset.shards import (
     PLAN_FILE,
     RECORDS_DIR,
@@ -52,6 +47,15 @@ from factory.dataset.shards import (
     slim_record,
 )
 from factory.errors import UserError
+from schemas.dataset import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    WIDS_NAME,
+    FieldSpec,
+    Manifest,
+    ShardRecord,
+    content_sha256,
+)
 from schemas.index import param_types
 
 INDEX_NAME = "index.parquet"
@@ -122,7 +126,7 @@ def _plan_doc(config, seed: int, specs: list[ShardSpec]) -> dict:
 
 def _check_destination(
     fs, root: str, out: str, plan: dict, resume: bool, endpoint_url
-) -> dict | None:
+) -> Manifest | None:
     """Refuse to overwrite; return an existing complete manifest that ``--resume`` may reuse."""
     shown = storage.safe_url(out)
     info = fs.get_file_info(root)
@@ -135,7 +139,7 @@ def _check_destination(
             raise UserError(
                 f"--out: {shown!r} holds an invalid dataset ({err}); refusing"
             ) from None
-        same = m["config_sha256"] == plan["config_sha256"] and m["seed"] == plan["seed"]
+        same = m.config_sha256 == plan["config_sha256"] and m.seed == plan["seed"]
         if resume and same:
             return m
         why = " with another config or seed" if resume else ""
@@ -263,9 +267,12 @@ class ShardTotals:
     def num_samples(self) -> int:
         return sum(e[3] for e in self._shards)
 
-    def shards(self) -> list[dict]:
-        """The manifest's shard entries, sorted by ``first_index``."""
-        return [dict(zip(SHARD_KEYS, e, strict=True)) for e in sorted(self._shards, key=_first)]
+    def shards(self) -> list[ShardRecord]:
+        """The manifest's shard records, sorted by ``first_index``."""
+        return [
+            ShardRecord(**dict(zip(SHARD_KEYS, e, strict=True)))
+            for e in sorted(self._shards, key=_first)
+        ]
 
     def types(self) -> dict[str, str]:
         """``{column: type}`` of the index's parameter columns, merged over every shard."""
@@ -278,7 +285,7 @@ def _first(entry: tuple) -> int:
     return entry[2]  # first_index
 
 
-def _merge_fields(config, totals: ShardTotals) -> dict:
+def _merge_fields(config, totals: ShardTotals) -> dict[str, FieldSpec]:
     dcfg = config.dataset
     out = {}
     for name in dcfg.fields:
@@ -286,21 +293,19 @@ def _merge_fields(config, totals: ShardTotals) -> dict:
         if info is None:
             continue
         smin, smax = info["shape_min"], info["shape_max"]
-        out[name] = {
-            "member": dcfg.member_name(name),
-            "encoding": "npy+gzip" if dcfg.compression == "gzip" else "npy",
-            "dtype": info["dtype"],
-            "shape": [a if a == b else None for a, b in zip(smin, smax, strict=False)],
-            "shape_min": list(smin),
-            "shape_max": list(smax),
-            "axes": FIELD_AXES.get(name, "Z, Y, X"),
-            "units": FIELD_UNITS[name],
-        }
-    out["meta"] = {
-        "member": "meta.json",
-        "encoding": "json",
-        "units": "seed, drawn parameters, objects",
-    }
+        out[name] = FieldSpec(
+            member=dcfg.member_name(name),
+            encoding="npy+gzip" if dcfg.compression == "gzip" else "npy",
+            dtype=info["dtype"],
+            shape=[a if a == b else None for a, b in zip(smin, smax, strict=False)],
+            shape_min=list(smin),
+            shape_max=list(smax),
+            axes=FIELD_AXES.get(name, "Z, Y, X"),
+            units=FIELD_UNITS[name],
+        )
+    out["meta"] = FieldSpec(
+        member="meta.json", encoding="json", units="seed, drawn parameters, objects"
+    )
     return out
 
 
@@ -324,7 +329,7 @@ def _rows_table(rows: list[dict], class_names: list[str], types: dict[str, str])
 
 
 def write_index(
-    fs, root: str, shards: list[dict], class_names: list[str], types: dict[str, str]
+    fs, root: str, shards: list[ShardRecord], class_names: list[str], types: dict[str, str]
 ) -> dict:
     """Write ``index.parquet`` from the shards' record files; return the parameter ranges.
 
@@ -413,8 +418,9 @@ def finalize(
     *,
     endpoint_url=None,
     command: str = "",
-) -> dict:
-    """Write index, card, preview and (last) the manifest from all shard records; clean up.
+) -> Manifest:
+    """Write index, card, preview, ``wids.json`` and (last) the manifest from all shard records;
+    clean up.
 
     ``records``: the :class:`ShardTotals` the records were folded into as they arrived (or the
     slim records themselves); the per-sample rows are read back from ``_records/``.
@@ -426,71 +432,64 @@ def finalize(
     fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
     scheme = label_scheme(config.labels.scheme)
     manifest = _manifest_doc(config, seed, totals, scheme)
-    shards = manifest["shards"]
+    shards = manifest.shards
     ranges = write_index(fs, root, shards, list(scheme.names), totals.types())
     if shards:
         _write_preview(config, out, fs, root, manifest, list(scheme.names), endpoint_url)
-    card = dataset_card(manifest, manifest["class_fractions"], ranges, command)
+    card = dataset_card(manifest, manifest.class_fractions, ranges, command)
     storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
+    wids = json.dumps(manifest.wids_index().dump(), indent=1)
+    storage.write_bytes_atomic(fs, root, storage.join(root, WIDS_NAME), wids.encode())
     storage.write_bytes_atomic(
-        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest, indent=1).encode()
+        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest.dump(), indent=1).encode()
     )
     storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
     storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
     return manifest
 
 
-def _manifest_doc(config, seed: int, totals: ShardTotals, scheme) -> dict:
-    """The manifest of a finished run (see ``factory/dataset/manifest.py``)."""
+def _manifest_doc(config, seed: int, totals: ShardTotals, scheme) -> Manifest:
+    """The manifest of a finished run (validated as every reader validates it)."""
     from factory.rng import SEED_RULE
 
     shards = totals.shards()
     splits = {s: 0 for s in config.dataset.split_names()}
     for s in shards:
-        splits[s["split"]] += s["nsamples"]
+        splits[s.split] += s.nsamples
     voxels = totals.voxels if totals.voxels is not None else np.zeros(1)
     fractions = {
         name: float(voxels[i] / max(voxels.sum(), 1)) for i, name in enumerate(scheme.names)
     }
-    return {
-        "format_version": FORMAT_VERSION,
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": config.name,
-        "version": config.dataset.version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "code": code_info(),
-        "config": config.to_json(),
-        "config_sha256": config.sha256,
-        "seed": int(seed),
-        "seed_rule": SEED_RULE,
-        "labels": scheme.to_json(),
-        "fields": _merge_fields(config, totals),
-        "splits": splits,
-        "shards": shards,
-        "shardlist": [
-            {
-                "url": s["url"],
-                "nsamples": s["nsamples"],
-                "filesize": s["bytes"],
-                "sha256": s["sha256"],
-            }
-            for s in shards
-        ],  # fmt: skip
-        "num_samples": sum(s["nsamples"] for s in shards),
-        "content_sha256": content_sha256(shards),
-        "class_fractions": fractions,
-        "index": INDEX_NAME,
-        "card": CARD_NAME,
-    }
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        name=config.name,
+        version=config.dataset.version,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        code=code_info(),
+        config=config.to_json(),
+        config_sha256=config.sha256,
+        seed=int(seed),
+        seed_rule=SEED_RULE,
+        labels=scheme.to_json(),
+        fields=_merge_fields(config, totals),
+        splits=splits,
+        shards=shards,
+        num_samples=sum(s.nsamples for s in shards),
+        content_sha256=content_sha256(shards),
+        class_fractions=fractions,
+        index=INDEX_NAME,
+        card=CARD_NAME,
+    )
 
 
-def _write_preview(config, out, fs, root, manifest: dict, names: list[str], endpoint_url) -> None:
+def _write_preview(
+    config, out, fs, root, manifest: Manifest, names: list[str], endpoint_url
+) -> None:
     """``preview.png``: the first sample of the first shard, labels overlaid."""
     from factory.dataset.card import preview_png
 
-    first = manifest["shards"][0]
-    sample = next(iter_samples(out, first, endpoint_url=endpoint_url, fields=manifest["fields"]))
+    first = manifest.shards[0]
+    sample = next(iter_samples(out, first, endpoint_url=endpoint_url, fields=manifest.fields))
     title = f"{config.name} {config.dataset.version}: sample {sample['__key__']}"
     png = preview_png(sample, names, title)
     storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
@@ -511,7 +510,7 @@ def generate_dataset(
     command: str = "",
     log=None,
     verbose: bool = False,
-) -> dict:
+) -> Manifest:
     """Generate the dataset of (``config``, ``seed``) at ``out`` (local path or ``s3://``).
 
     Plan the shards and check the destination, start (or join) Ray and size the pool, build the
@@ -595,7 +594,7 @@ class _Destination:
     plan: dict
     plan_path: str
     fresh: bool
-    existing: dict | None = None
+    existing: Manifest | None = None
 
     @classmethod
     def open(cls, config, seed: int, out: str, resume: bool, endpoint_url) -> _Destination:

@@ -2,11 +2,13 @@
 
 Datasets come from people we may not know, so everything read here is validated first:
 
-* :func:`read_manifest` checks the format version, the required keys, and that every shard url is a
+* :func:`read_manifest` returns the typed :class:`~schemas.dataset.Manifest`, whose validators
+  check the format version, the required keys and their types, and that every shard url is a
   plain relative path that stays inside the dataset root (no ``..``, no absolute path, no scheme),
-  that index ranges do not overlap, that ``content_sha256`` matches the shard checksums (and the
-  WebDataset ``shardlist`` the shards), and that each field's ``dtype``/``shape_max`` is a plain
-  numeric dtype and a list of sizes.
+  that index ranges do not overlap, that ``content_sha256`` matches the shard checksums, and that
+  each field's ``dtype``/``shape_max`` is a plain numeric dtype and a list of sizes. Readers
+  taking a shard record or fields as dicts validate them the same way (:func:`as_shard`,
+  :func:`as_fields`). :func:`wids_problem` compares the derived ``wids.json`` with the manifest.
 * :func:`iter_samples` reads one shard; with ``verify=True`` (the default) it checks the shard's
   size and sha256 *before* yielding anything (local shards are hashed in a first pass, remote ones
   are spooled to a temporary file while hashing). Members must be regular files named ``{9-digit
@@ -40,64 +42,44 @@ import zlib
 from collections.abc import Iterator
 
 import numpy as np
+from pydantic import ValidationError
 
 from factory.errors import UserError
+from schemas.dataset import (  # FORMAT_VERSION, content_sha256, plain_dtype: re-exported
+    FORMAT_VERSION,  # noqa: F401
+    MANIFEST_NAME,
+    MAX_NDIM,
+    WIDS_NAME,
+    FieldSpec,
+    Manifest,
+    RootedShard,
+    ShardRecord,
+    WidsIndex,
+    content_sha256,  # noqa: F401
+    error_lines,
+    plain_dtype,
+    url_problem,
+)
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 512 << 20
 HARD_MEMBER_CAP = 16 << 30
 _CHUNK = 4 << 20
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MEMBER_RE = re.compile(r"^(\d{9})\.([a-z][a-z0-9_]*)\.(npy|npy\.gz|json)$")
 NPY_HEADER_LIMIT = 16 << 10  # magic + length + numpy's 10000-character header cap, rounded up
-_NPY_KINDS = "biufc"  # bool, signed/unsigned integers, floats, complex: nothing else is decoded
-_MAX_NDIM = 32
-REQUIRED_KEYS = (
-    "format_version",
-    "name",
-    "version",
-    "created",
-    "code",
-    "config",
-    "config_sha256",
-    "seed",
-    "seed_rule",
-    "labels",
-    "fields",
-    "splits",
-    "shards",
-    "num_samples",
-    "content_sha256",
-)
+_MAX_NDIM = MAX_NDIM
+#: The keys a manifest must have (the required fields of :class:`~schemas.dataset.Manifest`).
+REQUIRED_KEYS = tuple(k for k, f in Manifest.model_fields.items() if f.is_required())
 
 
 class DatasetError(UserError):
     """A dataset (manifest or shard) that is malformed, unsafe, or does not match its checksums."""
 
 
-def content_sha256(shards: list[dict]) -> str:
-    """sha256 over the sorted lines ``"{sha256} {url}"`` of the shards (sha256sum order)."""
-    lines = sorted(f"{s['sha256']} {s['url']}" for s in shards)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def check_relative_url(url, what: str = "shard url") -> str:
     """Return ``url`` if it is a plain relative path inside the dataset root, else raise."""
-    if not isinstance(url, str) or not url:
-        raise DatasetError(f"manifest: {what} must be a non-empty string, got {url!r}")
-    bad = (
-        url.startswith(("/", "~"))
-        or "\\" in url
-        or ":" in url
-        or any(ord(c) < 32 for c in url)
-        or any(part in ("", ".", "..") for part in url.split("/"))
-    )
-    if bad:
-        raise DatasetError(
-            f"manifest: {what} {url!r} must be a relative path inside the dataset root "
-            "(no '..', no absolute path, no scheme)"
-        )
+    why = url_problem(url)
+    if why is not None:
+        raise DatasetError(f"manifest: {what} {why}")
     return url
 
 
@@ -109,134 +91,116 @@ def _dataset_root(url: str) -> tuple[str, str]:
     return url, f"{url}/{MANIFEST_NAME}"
 
 
-def _int(v, name: str, lo: int = 0) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise DatasetError(f"manifest: {name} must be an integer >= {lo}, got {v!r}")
-    return v
+def validate_manifest(m) -> Manifest:
+    """Check a parsed manifest (see module docstring); return it as a :class:`Manifest`.
+
+    Every check is a validator of :class:`~schemas.dataset.Manifest`; the first problem is raised
+    as one :class:`DatasetError` line naming the field and the value.
+    """
+    if isinstance(m, Manifest):
+        return m
+    try:
+        return Manifest.model_validate(m)
+    except ValidationError as err:
+        raise DatasetError(error_lines(err, "manifest")) from None
 
 
-def validate_manifest(m) -> dict:
-    """Check a parsed manifest (see module docstring); return it unchanged."""
-    if not isinstance(m, dict):
-        raise DatasetError("manifest: must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in m]
-    if missing:
-        raise DatasetError(f"manifest: missing keys {missing}")
-    if m["format_version"] != FORMAT_VERSION:
-        raise DatasetError(
-            f"manifest: format_version {m['format_version']!r} is not supported "
-            f"(this reader knows {FORMAT_VERSION})"
-        )
-    if not isinstance(m["shards"], list):
-        raise DatasetError("manifest: shards must be a list")
-    if not isinstance(m["fields"], dict) or not isinstance(m["splits"], dict):
-        raise DatasetError("manifest: fields and splits must be objects")
-    seen, ranges = set(), []
-    for i, s in enumerate(m["shards"]):
-        if not isinstance(s, dict):
-            raise DatasetError(f"manifest: shards[{i}] must be an object")
-        url = check_relative_url(s.get("url"))
-        if url in seen:
-            raise DatasetError(f"manifest: shard {url!r} listed twice")
-        seen.add(url)
-        first = _int(s.get("first_index"), f"shards[{i}].first_index")
-        n = _int(s.get("nsamples"), f"shards[{i}].nsamples", lo=1)
-        _int(s.get("bytes"), f"shards[{i}].bytes")
-        if not isinstance(s.get("sha256"), str) or not _HEX64.match(s["sha256"]):
-            raise DatasetError(f"manifest: shards[{i}].sha256 must be 64 hex digits")
-        if s.get("split") not in m["splits"]:
-            raise DatasetError(f"manifest: shards[{i}].split {s.get('split')!r} is not in splits")
-        if first + n > 10**9:
-            raise DatasetError(f"manifest: shards[{i}] index range exceeds 9-digit keys")
-        ranges.append((first, first + n, url))
-    ranges.sort()
-    for (_, end, a), (start, _, b) in zip(ranges, ranges[1:], strict=False):
-        if start < end:
-            raise DatasetError(f"manifest: shards {a!r} and {b!r} overlap in sample indices")
-    total = sum(s["nsamples"] for s in m["shards"])
-    if _int(m["num_samples"], "num_samples") != total:
-        raise DatasetError(f"manifest: num_samples {m['num_samples']} != sum over shards {total}")
-    for split, count in m["splits"].items():
-        got = sum(s["nsamples"] for s in m["shards"] if s["split"] == split)
-        if _int(count, f"splits.{split}") != got:
-            raise DatasetError(f"manifest: splits.{split} is {count} but its shards hold {got}")
-    if m["content_sha256"] != content_sha256(m["shards"]):
-        raise DatasetError("manifest: content_sha256 does not match the shard checksums")
-    _check_shardlist(m)
-    for name, spec in m["fields"].items():
-        _check_field_spec(name, spec)
-    return m
+def as_shard(rec) -> ShardRecord:
+    """``rec`` as a :class:`ShardRecord` (a :class:`RootedShard` if it names a ``root``): a typed
+    record is returned as it is, a dict is validated (a url leaving the dataset root, a bad count
+    or checksum is a :class:`DatasetError`)."""
+    if isinstance(rec, ShardRecord):
+        return rec
+    try:
+        if isinstance(rec, dict) and "root" in rec:
+            return RootedShard.model_validate(rec)
+        return ShardRecord.model_validate(rec)
+    except ValidationError as err:
+        raise DatasetError(error_lines(err, "shard record")) from None
 
 
-def _check_shardlist(m: dict) -> None:
-    """The WebDataset ``shardlist`` (if any) must describe exactly the manifest's shards."""
-    if "shardlist" not in m:
-        return
-    want = [(s["url"], s["nsamples"], s["bytes"], s["sha256"]) for s in m["shards"]]
-    got = m["shardlist"]
-    if not isinstance(got, list) or not all(isinstance(e, dict) for e in got):
-        raise DatasetError("manifest: shardlist must be a list of objects")
-    have = [(e.get("url"), e.get("nsamples"), e.get("filesize"), e.get("sha256")) for e in got]
-    if sorted(have, key=repr) != sorted(want, key=repr):
-        raise DatasetError(
-            "manifest: shardlist does not match shards (url, nsamples, filesize, sha256)"
-        )
-
-
-def plain_dtype(dtype) -> bool:
-    """True for the dtypes a shard may hold: bool, integers, floats, complex (no objects, records,
-    strings, sub-arrays, dates)."""
-    return (
-        dtype.kind in _NPY_KINDS
-        and not dtype.hasobject
-        and dtype.names is None
-        and dtype.subdtype is None
-    )
-
-
-def _check_field_spec(name, spec) -> None:
-    """A ``fields`` entry: ``dtype`` a plain numeric dtype name, ``shape_max`` a list of sizes."""
-    if not isinstance(spec, dict):
-        raise DatasetError(f"manifest: fields.{name} must be an object")
-    if "dtype" in spec:
-        dt = spec["dtype"]
+def as_fields(fields) -> dict[str, FieldSpec] | None:
+    """The manifest's ``fields`` as :class:`FieldSpec` values (dicts are validated), or None."""
+    if fields is None:
+        return None
+    if not isinstance(fields, dict):
+        raise DatasetError(f"manifest: fields must be an object, got {type(fields).__name__}")
+    if all(isinstance(v, FieldSpec) for v in fields.values()):
+        return fields
+    out = {}
+    for name, spec in fields.items():
         try:
-            ok = isinstance(dt, str) and plain_dtype(np.dtype(dt)) and str(np.dtype(dt)) == dt
-        except (TypeError, ValueError, SyntaxError):
-            ok = False
-        if not ok:
-            raise DatasetError(
-                f"manifest: fields.{name}.dtype {str(dt)[:80]!r} is not a plain numeric dtype "
-                "name (e.g. 'float16', 'uint8')"
-            )
-    if "shape_max" in spec:
-        smax = spec["shape_max"]
-        if (
-            not isinstance(smax, list)
-            or len(smax) > _MAX_NDIM
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in smax)
-        ):
-            raise DatasetError(
-                f"manifest: fields.{name}.shape_max must be a list of sizes, got {str(smax)[:80]}"
-            )
+            out[name] = spec if isinstance(spec, FieldSpec) else FieldSpec.model_validate(spec)
+        except ValidationError as err:
+            raise DatasetError(error_lines(err, f"manifest: fields.{name}")) from None
+    return out
 
 
-def read_manifest(url: str, *, endpoint_url: str | None = None) -> dict:
+def read_wids(url: str, *, endpoint_url: str | None = None) -> WidsIndex | None:
+    """The dataset's ``wids.json`` (None if it has none), parsed and validated."""
+    from factory.dataset.storage import resolve_filesystem
+
+    root, _ = _dataset_root(url)
+    fs, path = resolve_filesystem(root, endpoint_url=endpoint_url)
+    check_no_links(fs, path, WIDS_NAME, WIDS_NAME)
+    where = f"{root}/{WIDS_NAME}"
+    raw = _read_small(fs, posixpath.join(path, WIDS_NAME), where, WIDS_NAME, missing_ok=True)
+    if raw is None:
+        return None
+    try:
+        return WidsIndex.model_validate(json.loads(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{WIDS_NAME}: not valid JSON ({err})") from None
+    except ValidationError as err:
+        raise DatasetError(error_lines(err, WIDS_NAME)) from None
+
+
+def wids_problem(url: str, manifest: Manifest, *, endpoint_url: str | None = None) -> str | None:
+    """Why the dataset's ``wids.json`` does not agree with ``manifest`` (None if it does, or if
+    there is none: it is derived, and datasets written before it existed lack it)."""
+    try:
+        index = read_wids(url, endpoint_url=endpoint_url)
+    except DatasetError as err:
+        return str(err)
+    if index is None:
+        return None
+    why = index.mismatch(manifest.wids_index())
+    return None if why is None else f"{WIDS_NAME}: does not match the manifest ({why})"
+
+
+def _read_small(
+    fs, path: str, shown_url: str, what: str, *, missing_ok: bool = False
+) -> bytes | None:
+    """The bytes of a metadata file (``what``, for messages), at most :data:`MAX_MANIFEST_BYTES`;
+    None if it is missing and ``missing_ok``."""
+    from factory.dataset.storage import safe_url
+
+    try:
+        info = fs.get_file_info(path)
+        if info.size is not None and info.size > MAX_MANIFEST_BYTES:
+            raise DatasetError(
+                f"{what}: {safe_url(shown_url)!r} is larger than {MAX_MANIFEST_BYTES}"
+            )
+        with fs.open_input_stream(path) as fh:
+            return fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
+    except OSError as err:
+        raise DatasetError(f"dataset: cannot read {safe_url(shown_url)!r}: {err}") from None
+
+
+def read_manifest(url: str, *, endpoint_url: str | None = None) -> Manifest:
     """Read and validate the ``manifest.json`` of the dataset at ``url`` (root or the file)."""
     from factory.dataset.storage import resolve_filesystem, safe_url
 
     _, murl = _dataset_root(url)
     fs, path = resolve_filesystem(murl, endpoint_url=endpoint_url)
     try:
-        info = fs.get_file_info(path)
-        if info.size is not None and info.size > MAX_MANIFEST_BYTES:
-            raise DatasetError(f"manifest: {safe_url(murl)!r} is larger than {MAX_MANIFEST_BYTES}")
-        with fs.open_input_stream(path) as fh:
-            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+        raw = _read_small(fs, path, murl, "manifest")
     except FileNotFoundError:
         raise DatasetError(f"dataset: no manifest at {safe_url(murl)!r}") from None
-    except OSError as err:
-        raise DatasetError(f"dataset: cannot read {safe_url(murl)!r}: {err}") from None
     try:
         m = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -264,10 +228,10 @@ class _HashingReader:
             pass
 
 
-def _check_digest(name: str, record: dict, size: int, digest: str) -> None:
-    if size != record["bytes"]:
-        raise DatasetError(f"shard {name}: size {size} != {record['bytes']} in the manifest")
-    if digest != record["sha256"]:
+def _check_digest(name: str, record: ShardRecord, size: int, digest: str) -> None:
+    if size != record.bytes:
+        raise DatasetError(f"shard {name}: size {size} != {record.bytes} in the manifest")
+    if digest != record.sha256:
         raise DatasetError(f"shard {name}: sha256 mismatch (corrupt or altered shard)")
 
 
@@ -345,7 +309,7 @@ def _skip(fp, n: int) -> int:
 
 
 def check_npy_header(
-    prefix: bytes, where: str, expect: dict | None, cap: int
+    prefix: bytes, where: str, expect: FieldSpec | None, cap: int
 ) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
     """Parse and check the header at the start of an ``.npy`` member, without pickle.
 
@@ -381,12 +345,12 @@ def check_npy_header(
             f"{where}: dtype {str(dtype)[:80]} is refused (only plain numeric arrays: "
             "no objects, records or strings)"
         )
-    if expect and "dtype" in expect and str(dtype) != expect["dtype"]:
-        raise DatasetError(f"{where}: dtype {dtype} != {expect['dtype']} in the manifest")
+    if expect is not None and expect.dtype is not None and str(dtype) != expect.dtype:
+        raise DatasetError(f"{where}: dtype {dtype} != {expect.dtype} in the manifest")
     shown = str(tuple(shape))[:80]
     if len(shape) > _MAX_NDIM or any(v < 0 for v in shape):
         raise DatasetError(f"{where}: shape {shown} is not a valid array shape")
-    smax = (expect or {}).get("shape_max")
+    smax = expect.shape_max if expect is not None else None
     if smax is not None and (
         len(shape) != len(smax) or any(a > b for a, b in zip(shape, smax, strict=False))
     ):
@@ -401,7 +365,13 @@ def check_npy_header(
 
 
 def read_npy(
-    fp, where: str, expect: dict | None, *, cap: int, size: int | None = None, load: bool = True
+    fp,
+    where: str,
+    expect: FieldSpec | None,
+    *,
+    cap: int,
+    size: int | None = None,
+    load: bool = True,
 ) -> np.ndarray | None:
     """One ``.npy`` member read from ``fp`` (its bytes, inflated if it was gzip-compressed).
 
@@ -438,18 +408,18 @@ def read_npy(
     return out.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _member_cap(expect: dict | None) -> int:
+def _member_cap(expect: FieldSpec | None) -> int:
     """Largest ``.npy`` member (inflated) a field may have: its ``shape_max`` in its ``dtype``."""
-    if expect and expect.get("shape_max") is not None and expect.get("dtype"):
+    if expect is not None and expect.shape_max is not None and expect.dtype:
         try:
-            n = math.prod(expect["shape_max"]) * np.dtype(expect["dtype"]).itemsize
+            n = math.prod(expect.shape_max) * np.dtype(expect.dtype).itemsize
             return min(n + (64 << 10), HARD_MEMBER_CAP)
         except (TypeError, ValueError):
             pass
     return HARD_MEMBER_CAP
 
 
-def _check_member(info: tarfile.TarInfo, name: str, fields: dict | None):
+def _check_member(info: tarfile.TarInfo, name: str, fields: dict[str, FieldSpec] | None):
     """Check one tar member's type, name, field and size before anything of it is read.
 
     Returns
@@ -459,7 +429,7 @@ def _check_member(info: tarfile.TarInfo, name: str, fields: dict | None):
     key, field, ext : str
         The 9-digit sample key, the field name (``meta`` for JSON) and ``npy``, ``npy.gz`` or
         ``json``.
-    expect : dict or None
+    expect : FieldSpec or None
         The manifest's entry of the field (None for ``meta`` or without ``fields``).
     cap : int
         Largest (inflated) size of the member in bytes.
@@ -479,7 +449,7 @@ def _check_member(info: tarfile.TarInfo, name: str, fields: dict | None):
     expect = None
     if field != "meta" and fields is not None:
         expect = fields.get(field)
-        if not isinstance(expect, dict):
+        if not isinstance(expect, FieldSpec):
             raise DatasetError(
                 f"{where}: field {field!r} is not described in the manifest's fields "
                 f"({sorted(fields)})"
@@ -502,7 +472,9 @@ def _check_key(where: str, key: str, last_index: int, first: int, n: int) -> int
     return idx
 
 
-def _read_member(fh, size: int, where: str, ext: str, expect: dict | None, cap: int, load: bool):
+def _read_member(
+    fh, size: int, where: str, ext: str, expect: FieldSpec | None, cap: int, load: bool
+):
     """The decoded member: a dict (JSON), an array (``.npy[.gz]``), or None (array not ``load``-ed).
 
     ``size`` is the member's length in the tar (bytes, before any inflating).
@@ -527,16 +499,22 @@ def _read_member(fh, size: int, where: str, ext: str, expect: dict | None, cap: 
 
 
 def _iter_tar(
-    stream, name: str, record: dict, fields: dict | None, *, load: bool = True
+    stream,
+    name: str,
+    first: int,
+    n: int,
+    fields: dict[str, FieldSpec] | None,
+    *,
+    load: bool = True,
 ) -> Iterator[dict]:
     """Parse a shard tar stream into samples, with every safety check of the module docstring.
 
     ``fields`` (the manifest's): each ``.npy`` member is checked against its field's entry, and a
     field the manifest does not describe is refused. Without ``load`` the checks are the same but
     arrays are not kept (the samples hold None): ``verify``. A sample is yielded when the next
-    one's first member is met, before that member's key is checked.
+    one's first member is met, before that member's key is checked. ``[first, first + n)``: the
+    sample indices the shard holds.
     """
-    first, n = record["first_index"], record["nsamples"]
     current: dict | None = None
     last_index = first - 1
     count = 0
@@ -567,7 +545,7 @@ def _iter_tar(
 
 
 def shard_spans(
-    dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None
+    dataset_url: str, shard_record: ShardRecord | dict, *, endpoint_url: str | None = None
 ) -> dict[int, tuple[int, int]]:
     """``{sample index: (start, end)}``: the byte span of each sample's members in a shard.
 
@@ -576,9 +554,10 @@ def shard_spans(
     (payloads are hashed, not decoded; :func:`read_sample` checks those). The spans let a reader
     seek to a sample (:func:`read_sample`) instead of reading the shard from its start.
     """
-    url = check_relative_url(shard_record.get("url"))
-    fs, path = _shard_path(dataset_url, url, endpoint_url, shard_record)
-    first, n = shard_record["first_index"], shard_record["nsamples"]
+    rec = as_shard(shard_record)
+    url = rec.url
+    fs, path = _shard_path(dataset_url, rec, endpoint_url)
+    first, n = rec.first_index, rec.nsamples
     spans: dict[int, list[int]] = {}
     last, key = first - 1, None
     try:
@@ -596,7 +575,7 @@ def shard_spans(
         raise DatasetError(f"shard {url}: damaged tar ({err})") from None
     except FileNotFoundError:
         raise DatasetError(f"shard {url}: missing") from None
-    _check_digest(url, shard_record, reader.size, reader.sha.hexdigest())
+    _check_digest(url, rec, reader.size, reader.sha.hexdigest())
     if len(spans) != n:
         raise DatasetError(f"shard {url}: holds {len(spans)} samples, the manifest says {n}")
     return {i: (a, b) for i, (a, b) in spans.items()}
@@ -604,49 +583,53 @@ def shard_spans(
 
 def read_sample(
     dataset_url: str,
-    shard_record: dict,
+    shard_record: ShardRecord | dict,
     index: int,
     span: tuple[int, int],
     *,
     endpoint_url: str | None = None,
-    fields: dict | None = None,
+    fields: dict[str, FieldSpec] | None = None,
     fh=None,
 ) -> dict:
     """Sample ``index`` of a shard, read from its byte ``span`` alone (see :func:`shard_spans`),
     with every member check of :func:`iter_samples`; ``fh``: the shard already open for random
     access (:func:`open_shard`), which saves a metadata request per read on object storage."""
-    url = check_relative_url(shard_record.get("url"))
+    rec = as_shard(shard_record)
+    url = rec.url
     start, end = span
-    if not 0 <= start < end <= shard_record["bytes"]:
+    if not 0 <= start < end <= rec.bytes:
         raise DatasetError(f"shard {url}: sample {index} span {span} outside the shard")
     if fh is None:
-        with open_shard(dataset_url, shard_record, endpoint_url=endpoint_url) as f:
+        with open_shard(dataset_url, rec, endpoint_url=endpoint_url) as f:
             data = f.read_at(end - start, start)
     else:
         data = fh.read_at(end - start, start)
     if len(data) != end - start:
         raise DatasetError(f"shard {url}: truncated at sample {index}")
-    one = {"first_index": index, "nsamples": 1}
     # two zero blocks close the archive, as at the end of the shard
     stream = io.BytesIO(bytes(data) + bytes(2 * tarfile.BLOCKSIZE))
-    return next(_iter_tar(stream, url, one, fields))
+    return next(_iter_tar(stream, url, index, 1, as_fields(fields)))
 
 
-def open_shard(dataset_url: str, shard_record: dict, *, endpoint_url: str | None = None):
+def open_shard(
+    dataset_url: str, shard_record: ShardRecord | dict, *, endpoint_url: str | None = None
+):
     """A shard opened for random access (a pyarrow ``NativeFile``; links refused)."""
-    url = check_relative_url(shard_record.get("url"))
-    fs, path = _shard_path(dataset_url, url, endpoint_url, shard_record)
+    rec = as_shard(shard_record)
+    fs, path = _shard_path(dataset_url, rec, endpoint_url)
     try:
         return fs.open_input_file(path)
     except FileNotFoundError:
-        raise DatasetError(f"shard {url}: missing") from None
+        raise DatasetError(f"shard {rec.url}: missing") from None
 
 
-def _shard_path(dataset_url: str, url: str, endpoint_url: str | None, record: dict):
-    """``(filesystem, path)`` of a shard, links refused."""
+def _shard_path(dataset_url: str, record: ShardRecord, endpoint_url: str | None):
+    """``(filesystem, path)`` of a shard (under its mixture member's root if it names one), links
+    refused."""
     from factory.dataset.storage import resolve_filesystem
 
-    root, _ = _dataset_root(record.get("root", dataset_url))
+    url = record.url
+    root, _ = _dataset_root(record.root if isinstance(record, RootedShard) else dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
     check_no_links(fs, rootpath, url, f"shard {url}")
     return fs, posixpath.join(rootpath, url)
@@ -683,23 +666,26 @@ def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
 
 def iter_samples(
     dataset_url: str,
-    shard_record: dict,
+    shard_record: ShardRecord | dict,
     *,
     endpoint_url: str | None = None,
     verify: bool = True,
-    fields: dict | None = None,
+    fields: dict[str, FieldSpec] | None = None,
 ) -> Iterator[dict]:
     """Yield the samples of one shard: ``{"__key__", "<field>": ndarray, ..., "meta": dict}``.
 
-    ``shard_record`` is one entry of ``manifest["shards"]``; ``fields`` (``manifest["fields"]``),
+    ``shard_record`` is one of ``manifest.shards`` (a dict is validated as one); ``fields``
+    (``manifest.fields``),
     when given, also checks each array's dtype and maximum shape against the manifest (before it
     is loaded), bounds inflated sizes and refuses fields the manifest does not describe. With
     ``verify`` the shard's size and sha256 are checked before the first sample is yielded.
     """
     from factory.dataset.storage import is_local, resolve_filesystem
 
-    url = check_relative_url(shard_record.get("url"))
-    name = url
+    rec = as_shard(shard_record)
+    fields = as_fields(fields)
+    url = name = rec.url
+    first, n = rec.first_index, rec.nsamples
     root, _ = _dataset_root(dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
     path = posixpath.join(rootpath, url)
@@ -707,29 +693,29 @@ def iter_samples(
     try:
         if not verify:
             with fs.open_input_stream(path) as fh:
-                yield from _iter_tar(fh, name, shard_record, fields)
+                yield from _iter_tar(fh, name, first, n, fields)
             return
         if is_local(fs):
             with fs.open_input_stream(path) as fh:
                 reader = _HashingReader(fh)
                 reader.drain()
-            _check_digest(name, shard_record, reader.size, reader.sha.hexdigest())
+            _check_digest(name, rec, reader.size, reader.sha.hexdigest())
             with fs.open_input_stream(path) as fh:
-                yield from _iter_tar(fh, name, shard_record, fields)
+                yield from _iter_tar(fh, name, first, n, fields)
             return
         with tempfile.TemporaryFile(prefix="simaq-shard-") as spool:
             with fs.open_input_stream(path) as fh:
                 reader = _HashingReader(fh)
                 shutil.copyfileobj(reader, spool, _CHUNK)
-            _check_digest(name, shard_record, reader.size, reader.sha.hexdigest())
+            _check_digest(name, rec, reader.size, reader.sha.hexdigest())
             spool.seek(0)
-            yield from _iter_tar(spool, name, shard_record, fields)
+            yield from _iter_tar(spool, name, first, n, fields)
     except FileNotFoundError:
         raise DatasetError(f"shard {name}: missing") from None
 
 
 def scan_stream(
-    fh, name: str, record: dict, fields: dict | None
+    fh, name: str, record: ShardRecord | dict, fields: dict[str, FieldSpec] | None
 ) -> tuple[int, str, DatasetError | None]:
     """``(bytes, sha256, refusal)`` of a shard stream read in one pass (``verify``, ``publish``).
 
@@ -739,10 +725,11 @@ def scan_stream(
     either way, so size and sha256 are the whole file's: a caller tells corruption (checksums
     differ from the manifest's) from a consistent but refused shard.
     """
+    rec, fields = as_shard(record), as_fields(fields)
     reader = _HashingReader(fh)
     refused = None
     try:
-        for _ in _iter_tar(reader, name, record, fields, load=False):
+        for _ in _iter_tar(reader, name, rec.first_index, rec.nsamples, fields, load=False):
             pass
     except DatasetError as err:
         refused = err
@@ -752,10 +739,10 @@ def scan_stream(
 
 def scan_shard(
     dataset_url: str,
-    shard_record: dict,
+    shard_record: ShardRecord | dict,
     *,
     endpoint_url: str | None = None,
-    fields: dict | None = None,
+    fields: dict[str, FieldSpec] | None = None,
 ) -> tuple[int, str, DatasetError | None]:
     """:func:`scan_stream` of one shard of the dataset at ``dataset_url``.
 
@@ -764,9 +751,10 @@ def scan_shard(
     """
     from factory.dataset.storage import resolve_filesystem
 
-    url = check_relative_url(shard_record.get("url"))
+    rec = as_shard(shard_record)
+    url = rec.url
     root, _ = _dataset_root(dataset_url)
     fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
     check_no_links(fs, rootpath, url, f"shard {url}")
     with fs.open_input_stream(posixpath.join(rootpath, url)) as fh:
-        return scan_stream(fh, url, shard_record, fields)
+        return scan_stream(fh, url, rec, fields)

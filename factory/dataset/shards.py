@@ -299,9 +299,10 @@ class ShardBuilder:
         return slim_record(record)
 
 
-def record_path(root: str, spec: ShardSpec | dict) -> str:
-    """Where the commit record of a shard (a spec or a record with its ``url``) is kept."""
-    url = spec.url if isinstance(spec, ShardSpec) else spec["url"]
+def record_path(root: str, spec) -> str:
+    """Where the commit record of a shard (a :class:`ShardSpec`, a manifest shard record or a
+    record dict with its ``url``) is kept."""
+    url = spec["url"] if isinstance(spec, dict) else spec.url
     return posixpath.join(root, RECORDS_DIR, posixpath.basename(url).removesuffix(".tar") + ".json")
 
 

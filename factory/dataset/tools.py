@@ -3,11 +3,12 @@
 ``verify`` reads every shard once: size and sha256 against the manifest (a mismatch is a problem
 listed, exit 1), and every member checked as the readers check it (names, keys, ``.npy`` headers
 against the manifest's fields, payload sizes); a shard whose checksums match but whose content is
-refused raises :class:`DatasetError` (exit 2): the manifest's author wrote it that way.
+refused raises :class:`DatasetError` (exit 2): the manifest's author wrote it that way. The
+derived ``wids.json`` (if there is one) must list exactly the manifest's shards (else a problem).
 
 ``publish`` copies a dataset to ``URL/{name}/{version}/`` (TFDS-like layout, so versions live side
 by side): shards first (each hashed and checked as ``verify`` does while copied; refused before it
-is committed), then the index and the card; then it re-reads every copied shard from the
+is committed), then the index, the card, the preview and ``wids.json``; then it re-reads every copied shard from the
 destination and verifies it; the manifest is written **last**, byte for byte the source's. Local
 shards, index and card that are symbolic links are refused, never followed. A destination that
 already holds a manifest for that version is refused; a destination left without a manifest by an
@@ -30,17 +31,19 @@ from factory.dataset.manifest import (
     read_manifest,
     scan_shard,
     scan_stream,
+    wids_problem,
 )
 from factory.errors import UserError
+from schemas.dataset import WIDS_NAME, FieldSpec, Manifest, ShardRecord
 
-EXTRA_FILES = ("index.parquet", "README.md", "preview.png")
+EXTRA_FILES = ("index.parquet", "README.md", "preview.png", WIDS_NAME)
 
 
 def verify_dataset(
     url: str, *, endpoint_url: str | None = None, progress: bool = False
 ) -> list[str]:
     """Problems found (empty if the dataset is intact): each shard missing, unreadable, or whose
-    size or sha256 differs from the manifest's. Raises :class:`DatasetError` for a shard whose
+    size or sha256 differs from the manifest's; a ``wids.json`` that disagrees with it. Raises :class:`DatasetError` for a shard whose
     checksums match but whose content is refused (see the module docstring)."""
     m = read_manifest(url, endpoint_url=endpoint_url)
     root, _ = _dataset_root(url)
@@ -68,39 +71,40 @@ def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
     from factory.dataset.generate import _param_ranges, merge_ranges
 
     m = read_manifest(url, endpoint_url=endpoint_url)
-    total = sum(s["bytes"] for s in m["shards"])
+    total = m.total_bytes
     pf = _index_file(url, endpoint_url=endpoint_url)
-    fractions = m.get("class_fractions")
     ranges: dict = {}
     if pf is not None:
         rows = pf.metadata.num_rows
-        if rows != m["num_samples"]:
+        if rows != m.num_samples:
             raise DatasetError(
-                f"index.parquet: {rows} rows, the manifest has {m['num_samples']} samples"
+                f"index.parquet: {rows} rows, the manifest has {m.num_samples} samples"
             )
         for i in range(pf.num_row_groups):
             merge_ranges(ranges, _param_ranges(pf.read_row_group(i)))
         ranges = {k: list(v) for k, v in ranges.items()}
     return {
-        "name": m["name"],
-        "version": m["version"],
-        "created": m["created"],
-        "content_sha256": m["content_sha256"],
-        "config_sha256": m["config_sha256"],
-        "seed": m["seed"],
-        "code": m["code"],
-        "num_samples": m["num_samples"],
-        "splits": m["splits"],
-        "num_shards": len(m["shards"]),
+        "name": m.name,
+        "version": m.version,
+        "created": m.created,
+        "content_sha256": m.content_sha256,
+        "config_sha256": m.config_sha256,
+        "seed": m.seed,
+        "code": m.code,
+        "num_samples": m.num_samples,
+        "splits": m.splits,
+        "num_shards": len(m.shards),
         "bytes": total,
-        "bytes_per_sample": total / max(m["num_samples"], 1),
-        "grid": m["config"]["grid"],
-        "label_scheme": m["labels"]["scheme"],
+        "bytes_per_sample": total / max(m.num_samples, 1),
+        "grid": m.config["grid"],
+        "label_scheme": m.labels["scheme"],
         "fields": {
-            k: {kk: v[kk] for kk in ("member", "dtype", "shape", "units") if kk in v}
-            for k, v in m["fields"].items()
-        },
-        "class_fractions": fractions,
+            k: v.model_dump(
+                mode="json", include={"member", "dtype", "shape", "units"}, exclude_none=True
+            )
+            for k, v in m.fields.items()
+        },  # fmt: skip
+        "class_fractions": m.class_fractions,
         "param_ranges": ranges,
     }
 
@@ -108,15 +112,13 @@ def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
 def find_sample(url: str, index: int, *, endpoint_url: str | None = None) -> dict:
     """The decoded sample with global index ``index`` (verified shard)."""
     m = read_manifest(url, endpoint_url=endpoint_url)
-    for rec in m["shards"]:
-        if rec["first_index"] <= index < rec["first_index"] + rec["nsamples"]:
+    for rec in m.shards:
+        if rec.first_index <= index < rec.end_index:
             key = f"{index:09d}"
-            for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m["fields"]):
+            for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m.fields):
                 if s["__key__"] == key:
                     return s
-    known = ", ".join(
-        f"{s['first_index']}..{s['first_index'] + s['nsamples'] - 1}" for s in m["shards"]
-    )
+    known = ", ".join(f"{s.first_index}..{s.end_index - 1}" for s in m.shards)
     raise UserError(f"--index: no sample {index} in this dataset (indices {known})")
 
 
@@ -128,8 +130,8 @@ def preview_dataset(url: str, index: int, out: str, *, endpoint_url: str | None 
 
     m = read_manifest(url, endpoint_url=endpoint_url)
     sample = find_sample(url, index, endpoint_url=endpoint_url)
-    names = [c["name"] for c in m["labels"]["classes"]]
-    png = preview_png(sample, names, f"{m['name']} {m['version']}: sample {sample['__key__']}")
+    names = [c["name"] for c in m.labels["classes"]]
+    png = preview_png(sample, names, f"{m.name} {m.version}: sample {sample['__key__']}")
     path = Path(out)
     if path.suffix.lower() != ".png":
         raise UserError(f"--out: expected a .png file name, got {out!r}")
@@ -156,7 +158,14 @@ class _Tee:
 
 
 def _copy(
-    sfs, spath: str, dfs, droot: str, dpath: str, *, shard: dict | None = None, fields=None
+    sfs,
+    spath: str,
+    dfs,
+    droot: str,
+    dpath: str,
+    *,
+    shard: ShardRecord | None = None,
+    fields: dict[str, FieldSpec] | None = None,
 ) -> tuple[int, str, str, DatasetError | None]:
     """Copy one file to a temporary name; return ``(bytes, sha256, temporary path, refusal)``.
 
@@ -170,7 +179,7 @@ def _copy(
         with sfs.open_input_stream(spath) as src, dfs.open_output_stream(tmp) as dst:
             tee = _Tee(src, dst)
             if shard is not None:
-                size, digest, refused = scan_stream(tee, shard["url"], shard, fields)
+                size, digest, refused = scan_stream(tee, shard.url, shard, fields)
             else:
                 sha, size = hashlib.sha256(), 0
                 while chunk := tee.read(4 << 20):
@@ -183,12 +192,12 @@ def _copy(
     return size, digest, tmp, refused
 
 
-def _check_destination(m: dict, dfs, droot: str, dest: str, shown: str) -> None:
+def _check_destination(m: Manifest, dfs, droot: str, dest: str, shown: str) -> None:
     """Refuse a destination that already holds this version's manifest or cannot be written."""
     try:
         if storage.exists(dfs, storage.join(droot, MANIFEST_NAME)):
             raise UserError(
-                f"publish: {m['name']} version {m['version']} already exists at {shown!r}; "
+                f"publish: {m.name} version {m.version} already exists at {shown!r}; "
                 "refusing to overwrite (bump dataset.version)"
             )
         storage.check_writable(dfs, droot, dest)
@@ -196,27 +205,29 @@ def _check_destination(m: dict, dfs, droot: str, dest: str, shown: str) -> None:
         raise UserError(f"publish: cannot use {shown!r} ({err})") from None
 
 
-def _publish_shard(rec: dict, fields: dict, sfs, spath: str, dfs, droot: str) -> int:
+def _publish_shard(
+    rec: ShardRecord, fields: dict[str, FieldSpec], sfs, spath: str, dfs, droot: str
+) -> int:
     """Copy one shard (manifest record ``rec``), checked while copied, and commit it.
 
     A shard already at the destination with the manifest's size (left by an interrupted publish)
     is skipped; it is re-checked with the whole copy. Returns its size in bytes.
     """
-    final = storage.join(droot, rec["url"])
+    final = storage.join(droot, rec.url)
     info = dfs.get_file_info(final)
-    if info.type == storage.pafs.FileType.File and info.size == rec["bytes"]:
-        return rec["bytes"]  # copied by an interrupted publish; re-checked below
-    check_no_links(sfs, spath, rec["url"], f"publish: source shard {rec['url']}")
+    if info.type == storage.pafs.FileType.File and info.size == rec.bytes:
+        return rec.bytes  # copied by an interrupted publish; re-checked below
+    check_no_links(sfs, spath, rec.url, f"publish: source shard {rec.url}")
     try:
         size, sha, tmp, refused = _copy(
-            sfs, storage.join(spath, rec["url"]), dfs, droot, final, shard=rec, fields=fields
+            sfs, storage.join(spath, rec.url), dfs, droot, final, shard=rec, fields=fields
         )
     except FileNotFoundError:
-        raise DatasetError(f"publish: source shard {rec['url']} is missing") from None
-    if size != rec["bytes"] or sha != rec["sha256"]:
+        raise DatasetError(f"publish: source shard {rec.url} is missing") from None
+    if size != rec.bytes or sha != rec.sha256:
         storage.delete_quietly(dfs, tmp)
         raise DatasetError(
-            f"publish: source shard {rec['url']} does not match its manifest "
+            f"publish: source shard {rec.url} does not match its manifest "
             "(size or sha256); nothing published"
         )
     if refused is not None:
@@ -227,7 +238,8 @@ def _publish_shard(rec: dict, fields: dict, sfs, spath: str, dfs, droot: str) ->
 
 
 def _publish_extras(sfs, spath: str, dfs, droot: str) -> None:
-    """Copy the index, card and preview (:data:`EXTRA_FILES`) that the source has."""
+    """Copy the index, card, preview and wids index (:data:`EXTRA_FILES`) that the source has
+    (``wids.json`` is checked against the manifest with the copy, :func:`_check_copy`)."""
     for name in EXTRA_FILES:
         check_no_links(sfs, spath, name, f"publish: {name}")
         if storage.is_file(sfs, storage.join(spath, name)):
@@ -237,8 +249,9 @@ def _publish_extras(sfs, spath: str, dfs, droot: str) -> None:
             storage.commit(dfs, tmp, storage.join(droot, name))
 
 
-def _check_copy(dest: str, m: dict, shown: str, endpoint_url: str | None) -> None:
-    """Re-read every copied shard from ``dest`` and verify it against the source manifest."""
+def _check_copy(dest: str, m: Manifest, shown: str, endpoint_url: str | None) -> None:
+    """Re-read every copied shard (and ``wids.json``) from ``dest`` and verify it against the
+    source manifest."""
     try:
         bad = verify_dataset_at(dest, m, endpoint_url=endpoint_url)
     except DatasetError as err:
@@ -258,7 +271,7 @@ def publish_dataset(
     m = read_manifest(src, endpoint_url=endpoint_url)
     src_root, src_manifest = _dataset_root(src)
     sfs, spath = storage.resolve_filesystem(src_root, endpoint_url=endpoint_url)
-    dest = f"{str(dest_url).rstrip('/')}/{m['name']}/{m['version']}"
+    dest = f"{str(dest_url).rstrip('/')}/{m.name}/{m.version}"
     dfs, droot = storage.resolve_filesystem(dest, endpoint_url=endpoint_url)
     shown = storage.safe_url(dest)
     _check_destination(m, dfs, droot, dest, shown)
@@ -266,11 +279,10 @@ def publish_dataset(
     if progress:
         from tqdm import tqdm
 
-        total = sum(s["bytes"] for s in m["shards"])
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc="publish")
+        bar = tqdm(total=m.total_bytes, unit="B", unit_scale=True, desc="publish")
     try:
-        for rec in m["shards"]:
-            size = _publish_shard(rec, m["fields"], sfs, spath, dfs, droot)
+        for rec in m.shards:
+            size = _publish_shard(rec, m.fields, sfs, spath, dfs, droot)
             if bar is not None:
                 bar.update(size)
         _publish_extras(sfs, spath, dfs, droot)
@@ -291,12 +303,13 @@ def publish_dataset(
 
 
 def verify_dataset_at(
-    root_url: str, manifest: dict, *, endpoint_url: str | None = None, progress: bool = False
+    root_url: str, manifest: Manifest, *, endpoint_url: str | None = None, progress: bool = False
 ) -> list[str]:
-    """:func:`verify_dataset` of the shards under ``root_url`` against ``manifest`` (a manifest
-    not read from there: ``publish`` checks its copy before writing the manifest)."""
+    """:func:`verify_dataset` of the shards (and ``wids.json``) under ``root_url`` against
+    ``manifest`` (a manifest not read from there: ``publish`` checks its copy before writing the
+    manifest)."""
     problems = []
-    shards = manifest["shards"]
+    shards = manifest.shards
     if progress:
         from tqdm import tqdm
 
@@ -304,21 +317,24 @@ def verify_dataset_at(
     for rec in shards:
         try:
             size, sha, refused = scan_shard(
-                root_url, rec, endpoint_url=endpoint_url, fields=manifest["fields"]
+                root_url, rec, endpoint_url=endpoint_url, fields=manifest.fields
             )
         except FileNotFoundError:
-            problems.append(f"{rec['url']}: missing")
+            problems.append(f"{rec.url}: missing")
             continue
         except OSError as err:
-            problems.append(f"{rec['url']}: unreadable ({err})")
+            problems.append(f"{rec.url}: unreadable ({err})")
             continue
         why = []
-        if size != rec["bytes"]:
-            why.append(f"size {size} != {rec['bytes']}")
-        if sha != rec["sha256"]:
+        if size != rec.bytes:
+            why.append(f"size {size} != {rec.bytes}")
+        if sha != rec.sha256:
             why.append("sha256 mismatch")
         if why:  # corrupt or altered: whatever its content says, it is not the manifest's shard
-            problems.append(f"{rec['url']}: {', '.join(why)}")
+            problems.append(f"{rec.url}: {', '.join(why)}")
         elif refused is not None:  # the manifest vouches for these bytes: a hostile dataset
             raise refused
+    wids = wids_problem(root_url, manifest, endpoint_url=endpoint_url)
+    if wids is not None:
+        problems.append(wids)
     return problems

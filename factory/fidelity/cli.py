@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
             data, real, real_voxel_nm=real_voxel_nm, samples=samples, endpoint_url=endpoint_url
         )
         if suggest:
-            config = read_manifest(data, endpoint_url=endpoint_url)["config"]
+            config = read_manifest(data, endpoint_url=endpoint_url).config
             report["suggestions"] = make_suggestions(report, config)
         js, png = write_report(report, arrays, out)
         if as_json:

@@ -76,11 +76,11 @@ def load_recons(url: str, samples: int, *, endpoint_url: str | None = None):
     from factory.dataset.manifest import iter_samples, read_manifest
 
     m = read_manifest(url, endpoint_url=endpoint_url)
-    if "recon" not in m["fields"]:
+    if "recon" not in m.fields:
         raise UserError(f"--data: the dataset at {url!r} has no 'recon' field")
     out = []
-    for rec in sorted(m["shards"], key=lambda s: s["first_index"]):
-        for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m["fields"]):
+    for rec in sorted(m.shards, key=lambda s: s.first_index):
+        for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m.fields):
             out.append((s["__key__"], np.asarray(s["recon"], dtype=np.float32)))
             if len(out) >= samples:
                 return m, out
@@ -172,7 +172,7 @@ def fidelity_report(
         raise UserError(f"--samples: must be >= 1, got {samples}")
     real, real_nm, source = load_real(real_path, real_voxel_nm)
     m, recons = load_recons(data, samples, endpoint_url=endpoint_url)
-    cfg = m["config"]
+    cfg = m.config
     voxel_nm = float(cfg["grid"]["voxel_nm"])
     inset = float((cfg.get("reconstruction") or {}).get("fov_inset_px", 5))
     norm = {"method": "quantile", "fov_inset_px": inset, "fov": "cylinder"}
@@ -190,9 +190,9 @@ def fidelity_report(
         "definitions": {k: {"definition": d, "closer": c} for k, (d, c) in DEFINITIONS.items()},
         "dataset": {
             "url": data,
-            "name": m["name"],
-            "version": m["version"],
-            "content_sha256": m["content_sha256"],
+            "name": m.name,
+            "version": m.version,
+            "content_sha256": m.content_sha256,
             "preset": cfg.get("name"),
             "voxel_nm": voxel_nm,
             "samples": [k for k, _ in recons],
