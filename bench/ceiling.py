@@ -39,10 +39,10 @@ def objects_of(dataset: str, split: str | None) -> list[tuple[str, float, float,
 
     m = read_manifest(dataset)
     out = []
-    for rec in m["shards"]:
-        if split and rec["split"] != split:
+    for rec in m.shards:
+        if split and rec.split != split:
             continue
-        for s in iter_samples(dataset, rec, fields=m["fields"]):
+        for s in iter_samples(dataset, rec, fields=m.fields):
             objs = s["meta"].get("objects") or []
             cyto = {o["cell"]: o["lac_per_um"] for o in objs if o["class"] == "cell"}
             for o in objs:

@@ -76,7 +76,11 @@ def register(app: typer.Typer) -> None:
         steps_per_epoch: int | None = typer.Option(
             None, "--steps-per-epoch", help="steps per worker and epoch (default: one pass)"
         ),
-        model: str | None = typer.Option(None, "--model", help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU) or unet2d"),
+        model: str | None = typer.Option(
+            None,
+            "--model",
+            help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU) or unet2d",
+        ),
         features: int | None = typer.Option(None, "--features", help="first-level channels"),
         depth: int | None = typer.Option(None, "--depth", help="resolution levels"),
         axis: int | None = typer.Option(
@@ -105,8 +109,9 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(
             None,
             "--preset",
-            help="training preset: cpu (small network, minutes on a laptop) or reference "
-            "(the SimAQ network, for a GPU); default: reference with --use-gpu, else cpu",
+            help="training preset: cpu (small network, minutes on a laptop), cpu-quality (the "
+            "README's quality recipe, about 30 min on 2 cores) or reference (the SimAQ network, "
+            "for a GPU); default: reference with --use-gpu, else cpu",
         ),
         address: str | None = typer.Option(
             None,

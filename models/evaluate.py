@@ -281,7 +281,7 @@ def evaluate_dataset(
     if max_samples is not None:
         total = min(total, max_samples)
     bad: dict[str, str] = {}
-    tally = _Tally(names, axis, m["labels"])
+    tally = _Tally(names, axis, m.labels)
     bar = _progress_bar(progress, total, split)
     for recon, lab, meta in iter_volumes(
         dataset_url,

@@ -38,12 +38,11 @@ def ellipsoid_mask(
     c = np.asarray(centre, float)
     r = np.asarray(radii, float)
     half = float(r.max()) + 1.0
-    box = tuple(
-        slice(max(0, int(math.floor(ci - half))), min(n, int(math.ceil(ci + half)) + 1))
-        for ci, n in zip(c, shape, strict=True)
-    )
-    if any(s.start >= s.stop for s in box):
-        return box, np.zeros([0, 0, 0], bool)
+    lo = [min(n, max(0, math.floor(ci - half))) for ci, n in zip(c, shape, strict=True)]
+    hi = [min(n, max(0, math.ceil(ci + half) + 1)) for ci, n in zip(c, shape, strict=True)]
+    box = tuple(slice(a, max(a, b)) for a, b in zip(lo, hi, strict=True))  # never a negative stop
+    if any(s.start >= s.stop for s in box):  # wholly outside the grid along some axis
+        return box, np.zeros([max(0, s.stop - s.start) for s in box], bool)
     grids = np.meshgrid(
         *[np.arange(s.start, s.stop) - ci for s, ci in zip(box, c, strict=True)], indexing="ij"
     )

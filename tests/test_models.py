@@ -539,3 +539,5 @@ def test_train_config_layers_preset_file_set_and_flags():
     assert (cfg.features, cfg.lr, cfg.epochs) == (16, 5e-4, 4)  # preset, --set, flag
     assert (cfg.augment.flip_p, cfg.augment.noise_p) == (0.1, 0.4)  # file and --set both kept
     assert cfg.augment.elastic_p == 0.3  # defaults under a partial section
+    q = parse_train_config(preset="cpu-quality", axis=0)
+    assert (q.model, q.features, q.depth, q.epochs * q.steps_per_epoch) == ("stack2d", 32, 4, 3000)

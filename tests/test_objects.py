@@ -38,6 +38,9 @@ def test_ellipsoid_mask_clips_at_the_grid_edge():
     assert 0 < m.sum() < 4 / 3 * math.pi * 27 / 2  # a corner: far less than the whole ball
     _, empty = ellipsoid_mask((10, 10, 10), (50, 50, 50), (3, 3, 3))
     assert empty.sum() == 0
+    lab = np.zeros((10, 10, 10), np.uint8)
+    box, outside_y = ellipsoid_mask(lab.shape, (5, -9, 5), (3, 3, 3))  # outside along Y only
+    assert outside_y.shape == lab[box].shape and outside_y.sum() == 0
 
 
 def _scene():
