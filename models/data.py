@@ -23,7 +23,7 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ import torch.nn.functional as F
 
 from factory.errors import UserError
 from schemas import IGNORE_INDEX
-from schemas.dataset import FieldSpec, RootedShard, ShardRecord
+
+if TYPE_CHECKING:  # pydantic is not needed to augment or stack slices (bench/gpu.py's machine)
+    from schemas.dataset import FieldSpec, ShardRecord
 
 # --- stacks ---------------------------------------------------------------------------------------
 
@@ -267,7 +269,7 @@ def iter_volumes(
 def _root(rec: ShardRecord, dataset_url: str) -> str:
     """The root of the dataset holding ``rec``: its own for a mixture's shard, else
     ``dataset_url``."""
-    return rec.root if isinstance(rec, RootedShard) else dataset_url
+    return getattr(rec, "root", None) or dataset_url  # a RootedShard names its dataset
 
 
 def _url_of(rec) -> str:
@@ -340,7 +342,7 @@ class SampleSource:
     def key(self, i: int) -> str:
         """A name of sample ``i`` unique across a mixture: ``[root/]shard-url#index``."""
         rec, idx, _ = self.locate(i)
-        root = rec.root if isinstance(rec, RootedShard) else None
+        root = getattr(rec, "root", None)  # a RootedShard names its dataset
         return f"{root + '/' if root else ''}{rec.url}#{idx}"
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -19,11 +19,18 @@ from importlib import resources
 
 import numpy as np
 
-from schemas.dataset import FieldSpec as FieldSpec
-from schemas.dataset import Manifest as Manifest
-from schemas.dataset import RootedShard as RootedShard
-from schemas.dataset import ShardRecord as ShardRecord
-from schemas.dataset import WidsIndex as WidsIndex
+_DATASET_TYPES = ("FieldSpec", "Manifest", "RootedShard", "ShardRecord", "WidsIndex")
+
+
+def __getattr__(name: str):
+    """The dataset types of :mod:`schemas.dataset`, imported on first use: the label table needs no
+    pydantic (a GPU machine that only trains or benchmarks the network may not have it)."""
+    if name in _DATASET_TYPES:
+        import schemas.dataset
+
+        return getattr(schemas.dataset, name)
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+
 
 LABELS_FILE = "labels.json"
 
