@@ -1,9 +1,9 @@
 """Draw ``docs/architecture.png``: the data flow of simaq-factory, from config to trained model.
 
 Run ``python docs/architecture.py [OUT.png]`` after changing the layout of the tree; the picture is
-drawn from the table :data:`BOXES` and :data:`ARROWS` below (no project import, matplotlib only).
-Each box names its module; boxes drawn with an orange border run on Ray, everything else is a plain
-function that would run the same without it.
+drawn from the tables :data:`BOX_TABLE` and :data:`ARROWS` below (no project import, matplotlib
+only). Each box names its module; boxes drawn with an orange border run on Ray, everything else is a
+plain function that would run the same without it.
 """
 
 from __future__ import annotations
@@ -46,90 +46,96 @@ LANES = [
     ("models", 0.5, 14.5),
 ]
 
-#: name: (x, y, width, height, kind, title, body, on_ray). Coordinates of the lower left corner.
-BOXES = {
-    "presets": (10, 62, 16, 5.5, "config", "presets", "factory/presets/*.yaml", False),
-    "set": (29, 62, 15, 5.5, "config", "--set KEY=VALUE", "factory/config.py", False),
-    "config": (
-        48, 61.5, 24, 6.5, "config", "one SimConfig",
-        "factory/config.py: strict pydantic,\nsections owned by the stages; sha256", False,
-    ),
-    "rng": (
-        76, 61.5, 22, 6.5, "config", "random streams",
-        "factory/rng.py: SeedSequence\n(seed, sample index, stage)", False,
-    ),
-    "sample": (
-        10, 46.5, 88, 11.5, "stage", "",
-        "", False,
-    ),
-    "phantom": (
-        12, 47.5, 22, 8, "stage", "phantom",
-        "factory/phantom: plan (numpy)\n→ voxelize (torch)\nLAC + labels (Z, Y, X)", False,
-    ),
-    "acq": (
-        40, 47.5, 28, 8, "stage", "acquisition",
-        "factory/acquisition/simulate.py:\nCHAIN of effects, in order: tilt, volume,\n"
-        "projection, motion, ice, mount, detector",
-        False,
-    ),
-    "recon": (
-        74, 47.5, 22, 8, "stage", "reconstruction",
-        "factory/acquisition/recon.py\n+ factory/tomo: FBP / SIRT,\nrank normalisation", False,
-    ),
-    "executor": (
-        10, 34, 23, 8, "build", "executors",
-        "factory/dataset/executor.py:\nlocal loop | Ray actor pool\n(bounded in-flight shards)",
-        True,
-    ),
-    "builder": (
-        40, 34, 28, 8, "build", "shard builder",
-        "factory/dataset/shards.py: encode .npy[.gz],\ntar with fixed mtime, sha256,\n"
-        "temp name + commit, record",
-        False,
-    ),
-    "generate": (
-        72, 34, 26, 8, "build", "generate",
-        "factory/dataset/generate.py: plan, resume,\nindex.parquet, card (card.py),\n"
-        "manifest.json last",
-        False,
-    ),
-    "storage": (
-        10, 18, 34, 11.5, "store", "dataset root: local or s3://",
-        "factory/dataset/storage.py (pyarrow.fs)\nmanifest.json  fields, shards + sha256\n"
-        "shards/{split}-NNNNNN.tar\nindex.parquet (schemas/index.py)\nREADME.md + preview.png",
-        False,
-    ),
-    "reader": (
-        48, 18, 24, 11.5, "read", "safe readers",
-        "factory/dataset/manifest.py:\nread_manifest, iter_samples;\nsha256 before use, .npy "
-        "headers\nchecked, links refused,\nno pickles",
-        False,
-    ),
-    "tools": (
-        76, 18, 22, 11.5, "read", "verify / inspect / publish",
-        "factory/dataset/tools.py\npublish: copy, re-verify,\nmanifest last", False,
-    ),
-    "data": (
-        10, 2, 18, 11, "model", "streaming reader",
-        "models/order.py + data.py:\nglobal order, seek reads,\nslice stacks, augment", False,
-    ),
-    "train": (
-        31, 2, 18, 11, "model", "Ray Train workers",
-        "models/train.py:\nTorchTrainer, DDP,\n2.5D U-Net (unet.py)", True,
-    ),
-    "ckpt": (
-        52, 2, 14, 11, "model", "checkpoints",
-        "models/infer.py: local\nor s3://, weights +\nstream position", False,
-    ),
-    "eval": (
-        69, 1, 29, 5.5, "model", "evaluate / segment",
-        "models/evaluate.py, segment.py, infer.py", False,
-    ),
-    "fidelity": (
-        69, 7.5, 29, 5.5, "read", "fidelity vs a real tomogram",
-        "factory/fidelity (--set suggestions)", False,
-    ),
-}  # fmt: skip
+#: The boxes, one a paragraph: a line ``name x y width height kind ray title`` (the lower left
+#: corner in axes units; ``ray`` or ``-``: runs on Ray), then the body under the title, one indented
+#: line per line of text. ``sample`` is the container of the three stages (no title, no body).
+BOX_TABLE = """
+presets   10  62    16  5.5   config  -    presets
+    factory/presets/*.yaml
+set       29  62    15  5.5   config  -    --set KEY=VALUE
+    factory/config.py
+config    48  61.5  24  6.5   config  -    one SimConfig
+    factory/config.py: strict pydantic,
+    sections owned by the stages; sha256
+rng       76  61.5  22  6.5   config  -    random streams
+    factory/rng.py: SeedSequence
+    (seed, sample index, stage)
+sample    10  46.5  88  11.5  stage   -
+phantom   12  47.5  22  8     stage   -    phantom
+    factory/phantom: plan (numpy)
+    → voxelize (torch)
+    LAC + labels (Z, Y, X)
+acq       40  47.5  28  8     stage   -    acquisition
+    factory/acquisition/simulate.py:
+    CHAIN of effects, in order: tilt, volume,
+    projection, motion, ice, mount, detector
+recon     74  47.5  22  8     stage   -    reconstruction
+    factory/acquisition/recon.py
+    + factory/tomo: FBP / SIRT,
+    rank normalisation
+executor  10  34    23  8     build   ray  executors
+    factory/dataset/executor.py:
+    local loop | Ray actor pool
+    (bounded in-flight shards)
+builder   40  34    28  8     build   -    shard builder
+    factory/dataset/shards.py: encode .npy[.gz],
+    tar with fixed mtime, sha256,
+    temp name + commit, record
+generate  72  34    26  8     build   -    generate
+    factory/dataset/generate.py: plan, resume,
+    index.parquet, card (card.py),
+    manifest.json last
+storage   10  18    34  11.5  store   -    dataset root: local or s3://
+    factory/dataset/storage.py (pyarrow.fs)
+    manifest.json  fields, shards + sha256
+    shards/{split}-NNNNNN.tar
+    index.parquet (schemas/index.py)
+    README.md + preview.png
+reader    48  18    24  11.5  read    -    safe readers
+    factory/dataset/manifest.py:
+    read_manifest, iter_samples;
+    sha256 before use, .npy headers
+    checked, links refused,
+    no pickles
+tools     76  18    22  11.5  read    -    verify / inspect / publish
+    factory/dataset/tools.py
+    publish: copy, re-verify,
+    manifest last
+data      10  2     18  11    model   -    streaming reader
+    models/order.py + data.py:
+    global order, seek reads,
+    slice stacks, augment
+train     31  2     18  11    model   ray  Ray Train workers
+    models/train.py:
+    TorchTrainer, DDP,
+    2.5D U-Net (unet.py)
+ckpt      52  2     14  11    model   -    checkpoints
+    models/infer.py: local
+    or s3://, weights +
+    stream position
+eval      69  1     29  5.5   model   -    evaluate / segment
+    models/evaluate.py, segment.py, infer.py
+fidelity  69  7.5   29  5.5   read    -    fidelity vs a real tomogram
+    factory/fidelity (--set suggestions)
+"""
+
+
+def _parse_boxes(table: str) -> dict[str, tuple]:
+    """:data:`BOX_TABLE` as ``name: (x, y, width, height, kind, title, body, on_ray)``."""
+    heads: dict[str, list] = {}
+    bodies: dict[str, list[str]] = {}
+    for line in table.strip("\n").splitlines():
+        if line.startswith("    "):  # a line of the last box's body
+            bodies[next(reversed(bodies))].append(line[4:])
+            continue
+        name, *nums, kind, ray, title = (line.split(maxsplit=7) + [""])[:8]
+        heads[name] = [*map(float, nums), kind, title, ray == "ray"]
+        bodies[name] = []
+    return {n: (*h[:6], "\n".join(bodies[n]), h[6]) for n, h in heads.items()}
+
+
+#: name: (x, y, width, height, kind, title, body, on_ray), from :data:`BOX_TABLE`.
+BOXES = _parse_boxes(BOX_TABLE)
 
 #: (from, to, label, from side, to side, shift of the start, shift of the end); sides are n, s, e, w
 #: of the box, shifts along that side (axes units).
