@@ -858,31 +858,40 @@ class Effect:
         return reduce(lambda obj, attr: getattr(obj, attr, None), self.section.split("."), config)
 
 
-# The physics in order (the module docstring's table). Stream ids: never renumber or reuse.
+def _row(name: str, stream_id: int, apply: Callable, section: str | None = None) -> Effect:
+    """A row with a random stream, switched by its section (default ``acquisition.<name>``)."""
+    return Effect(name, stream_id, section or f"acquisition.{name}", apply)
+
+
+def _step(name: str, apply: Callable) -> Effect:
+    """A deterministic row (no stream) that always runs; it reads the ``acquisition`` section."""
+    return Effect(name, None, "acquisition", apply)
+
+
+# The physics in order: the module docstring's table, its space column as the comment (volume: LAC
+# (Z, Y, X) in 1/µm; (draw): draws parameters only; proj: optical depth (angle, Y, X) at the true
+# angles; det: counts, noise, flat-field normalisation → sinogram). Stream ids: never renumber or
+# reuse.
 # fmt: off
 CHAIN: tuple[Effect, ...] = (
-    Effect("tilt",             0,    "acquisition.tilt",             _tilt),
-    # volume: LAC (Z, Y, X) in 1/µm
-    Effect("blur",             1,    "acquisition.blur",             _blur),
-    Effect("fiducials",        2,    "acquisition.fiducials",        _fiducials),
-    Effect("cracks",           3,    "acquisition.cracks",           _cracks),
-    Effect("background_noise", 4,    "acquisition.background_noise", _background_noise),
-    Effect("clip_to_fov",      None, "acquisition",                  _clip_to_fov),
-    # projection at the true angles: volume → optical depth (angle, Y, X)
-    Effect("motion",           7,    "acquisition.motion",           _motion),
-    Effect("psf",              6,    "acquisition.psf",              _psf),
-    Effect("projection",       None, "acquisition",                  _project),
-    # projection space: optical depth (angle, Y, X)
-    Effect("damage",           5,    "acquisition.damage",           _damage),
-    Effect("alignment",        12,   "acquisition.alignment",        _alignment),
-    Effect("warp",             None, "acquisition",                  _warp),
-    Effect("flicker",          9,    "acquisition.flicker",          _flicker),
-    Effect("ice",              8,    "acquisition.ice",              _ice),
-    Effect("mount",            13,   "mount",                        _grid_mount),
-    # detector: counts, noise, flat-field normalisation → sinogram
-    Effect("rings",            11,   "acquisition.rings",            _rings),
-    Effect("noise",            10,   "acquisition.noise",            _noise),
-    Effect("sinogram",         None, "acquisition",                  _sinogram),
+    _row("tilt", 0, _tilt),                             # angles
+    _row("blur", 1, _blur),                             # volume
+    _row("fiducials", 2, _fiducials),                   # volume
+    _row("cracks", 3, _cracks),                         # volume
+    _row("background_noise", 4, _background_noise),     # volume
+    _step("clip_to_fov", _clip_to_fov),                 # volume
+    _row("motion", 7, _motion),                         # (draw)
+    _row("psf", 6, _psf),                               # (draw)
+    _step("projection", _project),                      # → proj
+    _row("damage", 5, _damage),                         # (draw)
+    _row("alignment", 12, _alignment),                  # (draw)
+    _step("warp", _warp),                               # proj
+    _row("flicker", 9, _flicker),                       # proj
+    _row("ice", 8, _ice),                               # proj
+    _row("mount", 13, _grid_mount, "mount"),            # proj
+    _row("rings", 11, _rings),                          # det
+    _row("noise", 10, _noise),                          # det
+    _step("sinogram", _sinogram),                       # det
 )
 # fmt: on
 
