@@ -102,6 +102,17 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _table(title: str, *columns: str) -> list[str]:
+    """A card section that is a Markdown table: its heading, the column names and the rule."""
+    return [
+        "",
+        f"## {title}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+
+
 def _card_header(m: Manifest) -> list[str]:
     """The YAML front matter and the title of the card."""
     return [
@@ -145,13 +156,7 @@ def _card_provenance(m: Manifest, command: str) -> list[str]:
 
 def _card_fields(m: Manifest) -> list[str]:
     """The table of the shard members: dtype, shape (axes) and units of every array field."""
-    lines = [
-        "",
-        "## Fields",
-        "",
-        "| field | member | dtype | shape | units |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    lines = _table("Fields", "field", "member", "dtype", "shape", "units")
     for name, f in m.fields.items():
         if f.shape is None:
             continue
@@ -163,13 +168,7 @@ def _card_fields(m: Manifest) -> list[str]:
 
 def _card_splits(m: Manifest) -> list[str]:
     """Samples and shards per split, total size (MiB) and size per sample (KiB)."""
-    lines = [
-        "",
-        "## Splits and shards",
-        "",
-        "| split | samples | shards |",
-        "| --- | --- | --- |",
-    ]
+    lines = _table("Splits and shards", "split", "samples", "shards")
     for split, n in m.splits.items():
         k = len(m.split_shards(split))
         lines.append(f"| {split} | {n} | {k} |")
@@ -187,23 +186,12 @@ def _card_statistics(
     m: Manifest, class_fractions: dict[str, float], param_ranges: dict
 ) -> list[str]:
     """Voxel fraction per class (in label id order) and the range of every drawn parameter."""
-    lines = [
-        "",
-        f"## Class fractions (voxels, label scheme `{m.labels['scheme']}`)",
-        "",
-        "| id | class | fraction |",
-        "| --- | --- | --- |",
-    ]
+    title = f"Class fractions (voxels, label scheme `{m.labels['scheme']}`)"
+    lines = _table(title, "id", "class", "fraction")
     for i, (name, frac) in enumerate(class_fractions.items()):
         lines.append(f"| {i} | {name} | {frac:.4f} |")
     if param_ranges:
-        lines += [
-            "",
-            "## Drawn parameters (range over the dataset)",
-            "",
-            "| parameter | min | max |",
-            "| --- | --- | --- |",
-        ]
+        lines += _table("Drawn parameters (range over the dataset)", "parameter", "min", "max")
         for name, (lo, hi) in param_ranges.items():
             lines.append(f"| {name} | {_fmt(lo)} | {_fmt(hi)} |")
     return lines
