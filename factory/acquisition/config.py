@@ -30,6 +30,12 @@ NonNeg = Annotated[Dist, Bounds(lo=0.0)]
 Positive = Annotated[Dist, Bounds(lo=0.0, lo_open=True)]
 
 
+class EffectConfig(StrictModel):
+    """Base of an effect's section: the effect runs only while ``enabled`` (off by default)."""
+
+    enabled: bool = False
+
+
 class TiltConfig(StrictModel):
     """The tilt scheme. Nominal angles ``-range/2 + shift + k·step`` for ``k < range/step`` (the
     reference's ``arange(-θ/2, θ/2, step)``, end excluded), some dropped, each with an error.
@@ -102,10 +108,9 @@ class TiltConfig(StrictModel):
         return self
 
 
-class NoiseConfig(StrictModel):
+class NoiseConfig(EffectConfig):
     """Photon (Poisson) noise at a dose, detector read noise, and the flat field that normalises."""
 
-    enabled: bool = False
     photons_per_pixel: Annotated[
         Dist, Bounds(lo=0.0, lo_open=True, name="photons_per_pixel (dose)")
     ] = Field(
@@ -120,10 +125,9 @@ class NoiseConfig(StrictModel):
     )
 
 
-class VolumeBlurConfig(StrictModel):
+class VolumeBlurConfig(EffectConfig):
     """3D Gaussian blur of the LAC volume before projection (the reference's 'detector blur')."""
 
-    enabled: bool = False
     sigma_vox: NonNeg = Field(_c(1.0), description="Gaussian sigma in voxels, per sample")
     kernel_size: int | None = Field(
         5, ge=1, description="odd kernel width in voxels (reference: 5); null: 2·ceil(3σ)+1"
@@ -136,10 +140,9 @@ class VolumeBlurConfig(StrictModel):
         return self
 
 
-class FiducialConfig(StrictModel):
+class FiducialConfig(EffectConfig):
     """Gold beads placed in the background only (they never touch a labelled object)."""
 
-    enabled: bool = False
     count: NonNeg = Field(_c(10), description="number of beads, per sample")
     radius_vox: Annotated[Dist, Bounds(lo=0.5)] = Field(
         _c(4.8), description="bead radius in voxels, per bead"
@@ -149,10 +152,9 @@ class FiducialConfig(StrictModel):
     )
 
 
-class CracksConfig(StrictModel):
+class CracksConfig(EffectConfig):
     """Ice cracks: thin curved sheets × a low-frequency noise map × strength, background only."""
 
-    enabled: bool = False
     strength: Dist = Field(_c(0.2), description="LAC added at a crack's centre, 1/µm, per sample")
     count: NonNeg = Field(_c(3), description="number of cracks, per sample")
     width_vox: Annotated[Dist, Bounds(lo=0.1)] = Field(
@@ -163,23 +165,21 @@ class CracksConfig(StrictModel):
     )
 
 
-class BackgroundNoiseConfig(StrictModel):
+class BackgroundNoiseConfig(EffectConfig):
     """High-frequency 3D noise texture (in [0, 1]) × amplitude added to the background only."""
 
-    enabled: bool = False
     amplitude: Dist = Field(_c(0.1), description="LAC amplitude in 1/µm, per sample")
     scale_vox: float = Field(4.0, gt=0, description="feature size of the texture in voxels")
     octaves: int = Field(2, ge=1, le=8, description="fractal octaves of the texture")
 
 
-class IceConfig(StrictModel):
+class IceConfig(EffectConfig):
     """A flat ice layer of thickness h around the sample: path h/cos θ added to every ray.
 
     The reference's units: ``h`` in voxels and an absorption in LAC units (1/µm) drawn per pixel,
     so the optical depth added is ``h · absorption · voxel_um / cos θ``.
     """
 
-    enabled: bool = False
     thickness_vox: NonNeg = Field(_c(100.0), description="layer thickness h in voxels, per sample")
     lac_per_um: Dist | None = Field(
         None,
@@ -187,7 +187,7 @@ class IceConfig(StrictModel):
     )
 
 
-class FlickerConfig(StrictModel):
+class FlickerConfig(EffectConfig):
     """Beam flicker: a smooth per-projection map (in [0, 1]) × amplitude.
 
     ``reference``: added to the line integrals as ``map · amplitude · mean(projection)``;
@@ -195,7 +195,6 @@ class FlickerConfig(StrictModel):
     while the flat field is the unflickered beam, so ``−log(1 + a(2m − 1))`` remains in the data.
     """
 
-    enabled: bool = False
     amplitude: NonNeg = Field(_c(0.05), description="flicker amplitude, per sample")
     model: Literal["reference", "flat-field"] = "flat-field"
     scale_px: float = Field(64.0, gt=0, description="feature size of the flicker map in pixels")
@@ -207,7 +206,7 @@ class FlickerConfig(StrictModel):
         return self
 
 
-class PSFConfig(StrictModel):
+class PSFConfig(EffectConfig):
     """Depth-dependent PSF of the objective: ``σ(Δ) = σ_f · sqrt(1 + (2Δ / DOF)²)``.
 
     ``Δ`` is the distance along the beam from the focal plane (through the tilt axis, shifted by
@@ -215,7 +214,6 @@ class PSFConfig(StrictModel):
     ``n_slabs`` depth slabs (hat-weighted, so exact in sum) and blurring each by its own σ.
     """
 
-    enabled: bool = False
     sigma_focus_nm: NonNeg = Field(
         _c(20.0), description="in-focus Gaussian sigma in nm, per sample"
     )
@@ -238,11 +236,10 @@ class PSFConfig(StrictModel):
         return sig_nm / voxel_nm * math.sqrt(1.0 + (2.0 * depth_um / dof) ** 2)
 
 
-class MotionConfig(StrictModel):
+class MotionConfig(EffectConfig):
     """Motion within one exposure: rotation by ``sweep_deg`` (a voxel at depth s moves s·Δθ on the
     detector, so the blur grows with depth) and a translation by ``drift_px`` (random direction)."""
 
-    enabled: bool = False
     sweep_deg: Annotated[Dist, Bounds(lo=0.0, hi=10.0)] = Field(
         _c(0.0), description="rotation during an exposure, degrees, per projection"
     )
@@ -251,13 +248,12 @@ class MotionConfig(StrictModel):
     )
 
 
-class AlignmentConfig(StrictModel):
+class AlignmentConfig(EffectConfig):
     """Misalignment between projections: shifts, a tilt-axis offset and an in-plane axis rotation.
 
     The reconstruction assumes none of them; the true values are recorded.
     """
 
-    enabled: bool = False
     shift_px: Dist = Field(
         _c(0.0), description="shift along Y and along the detector, per projection"
     )
@@ -269,10 +265,9 @@ class AlignmentConfig(StrictModel):
     )
 
 
-class RingsConfig(StrictModel):
+class RingsConfig(EffectConfig):
     """Detector defects: pixels whose gain differs between flat field and projections (→ rings)."""
 
-    enabled: bool = False
     defect_fraction: Annotated[Dist, Bounds(lo=0.0, hi=1.0)] = Field(
         _c(0.002), description="fraction of defective pixels, per sample"
     )
@@ -282,11 +277,10 @@ class RingsConfig(StrictModel):
     )
 
 
-class DamageConfig(StrictModel):
+class DamageConfig(EffectConfig):
     """Radiation damage over the series, linear in the accumulated dose (acquisition order):
     isotropic shrinkage about the volume centre and loss of contrast (mass loss)."""
 
-    enabled: bool = False
     shrinkage: Annotated[Dist, Bounds(lo=0.0, hi=0.5)] = Field(
         _c(0.01), description="relative linear shrinkage at the end, per sample"
     )
