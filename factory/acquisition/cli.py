@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from factory.cli_options import ConfigFile, Format, Index, OutDir, Overwrite, Preset, Seed, Sets
-from factory.errors import UserError
+from factory.cli_options import Device, SampleArgs, sample_command
 from factory.phantom.cli import prepare_output_dir, write_volume
 
 # stems of the files `simulate` writes (volumes in either format)
@@ -62,18 +61,8 @@ def write_montage(path: Path, fields: dict, title: str, class_names: list[str]) 
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("simulate")
-    def simulate(
-        out: OutDir,
-        preset: Preset = None,
-        config: ConfigFile = None,
-        seed: Seed = 0,
-        index: Index = 0,
-        set_: Sets = None,
-        fmt: Format = "tiff",
-        device: str = typer.Option("cpu", "--device", help="torch device"),
-        overwrite: Overwrite = False,
-    ) -> None:
+    @sample_command(app, "simulate")
+    def simulate(args: SampleArgs, device: Device = "cpu") -> None:
         """Simulate one sample (phantom → acquisition → reconstruction) and write its files.
 
         Writes phantom, labels, sinogram, recon (and noisy, when kept) as TIFF or MRC, meta.json and
@@ -81,18 +70,10 @@ def register(app: typer.Typer) -> None:
         """
         import time
 
-        from factory.config import load_config, load_preset, parse_overrides
         from factory.sample import simulate_sample
         from schemas import label_scheme
 
-        if (preset is None) == (config is None):
-            raise UserError("simulate: give exactly one of --preset NAME or --config FILE")
-        if fmt not in ("tiff", "mrc"):
-            raise UserError(f"--format: must be tiff or mrc, got {fmt!r}")
-        if seed < 0 or index < 0:
-            raise UserError(f"--seed/--index: must be >= 0, got seed={seed}, index={index}")
-        overrides = parse_overrides(set_ or [])
-        cfg = load_preset(preset, overrides) if preset else load_config(config, overrides)
+        cfg, out, seed, index, fmt, overwrite = args
         prepare_output_dir(out, overwrite, SIMULATE_FILES)
         t0 = time.perf_counter()
         sample = simulate_sample(cfg, seed, index, device=device)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 
-from factory.cli_options import ConfigFile, Format, Index, OutDir, Overwrite, Preset, Seed, Sets
+from factory.cli_options import FORMATS, Device, SampleArgs, sample_command
 from factory.errors import UserError
 
-FORMATS = ("tiff", "mrc")
 # stems of the files `phantom` writes (volumes in either format)
 PHANTOM_FILES = ("lac", "labels", "phantom")
 _SUFFIXES = (".tif", ".tiff", ".mrc", ".json", ".png")
@@ -73,20 +72,13 @@ def write_volume(path: Path, arr, fmt: str, voxel_nm: float) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("phantom")
+    @sample_command(app, "phantom")
     def phantom(
-        out: OutDir,
-        preset: Preset = None,
-        config: ConfigFile = None,
-        seed: Seed = 0,
-        index: Index = 0,
-        set_: Sets = None,
-        fmt: Format = "tiff",
+        args: SampleArgs,
         scheme: str | None = typer.Option(
             None, "--scheme", help="label scheme of the labels file (default: the config's)"
         ),
-        device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda)"),
-        overwrite: Overwrite = False,
+        device: Device = "cpu",
     ) -> None:
         """Generate one yeast-cell phantom and write lac (1/µm, float32), labels and a JSON record.
 
@@ -95,19 +87,9 @@ def register(app: typer.Typer) -> None:
         """
         import time
 
-        from factory.config import load_config, load_preset, parse_overrides
         from schemas import label_scheme
 
-        if (preset is None) == (config is None):
-            raise UserError("give exactly one of --preset NAME or --config FILE")
-        if fmt not in FORMATS:
-            raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        if seed < 0:
-            raise UserError(f"--seed: must be >= 0, got {seed}")
-        if index < 0:
-            raise UserError(f"--index: must be >= 0, got {index}")
-        overrides = parse_overrides(set_ or [])
-        cfg = load_preset(preset, overrides) if preset else load_config(config, overrides)
+        cfg, out, seed, index, fmt, overwrite = args
         try:
             lab_scheme = label_scheme(scheme or cfg.labels.scheme)
         except ValueError as err:
