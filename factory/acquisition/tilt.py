@@ -105,6 +105,14 @@ def dose_symmetric_order(angles_deg: np.ndarray, group_size: int = 1) -> np.ndar
     return pos
 
 
+def acquisition_order(angles_deg: np.ndarray, order: str, group_size: int = 1) -> np.ndarray:
+    """Position of each projection in the acquisition order: ``sequential`` (low to high angle, as
+    ``angles_deg`` is sorted) or ``dose-symmetric`` (:func:`dose_symmetric_order`)."""
+    if order == "sequential":
+        return np.arange(np.asarray(angles_deg).size, dtype=np.int64)
+    return dose_symmetric_order(angles_deg, group_size)
+
+
 def draw_tilt_scheme(cfg: TiltConfig, rng: np.random.Generator) -> TiltScheme:
     """Draw a tilt series from ``cfg`` with ``rng`` (draw order: range, shift, drops, errors, then
     bad projections when ``bad_fraction`` can be > 0)."""
@@ -128,14 +136,10 @@ def draw_tilt_scheme(cfg: TiltConfig, rng: np.random.Generator) -> TiltScheme:
         n_bad = int(nominal.size * float(cfg.bad_fraction.sample(rng)))
         bad = np.sort(rng.choice(nominal.size, size=n_bad, replace=False)).astype(np.int64)
         error[bad] += cfg.bad_error_deg.sample(rng, size=n_bad)
-    if cfg.order == "sequential":
-        series_pos = np.arange(nominal.size, dtype=np.int64)
-    else:
-        series_pos = dose_symmetric_order(nominal, cfg.group_size)
     return TiltScheme(
         nominal_deg=nominal,
         true_deg=nominal + error,
-        series_pos=series_pos,
+        series_pos=acquisition_order(nominal, cfg.order, cfg.group_size),
         range_deg=range_deg,
         shift_deg=shift,
         planned_deg=planned,
