@@ -44,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sys
@@ -59,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import load, print_machine  # noqa: E402  (after the path set-up)
 from schemas.dataset import Manifest  # noqa: E402  (after the path set-up)
 
 # --- the stand-in stage (pickled by value into the Ray workers) ---------------------------------
@@ -165,11 +165,6 @@ def human(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"
-
-
-def load(tag: str) -> str:
-    a, b, c = os.getloadavg()
-    return f"load average (1, 5, 15 min) {tag}: {a:.2f} {b:.2f} {c:.2f}"
 
 
 def make_config(n: int, shard: int, grid: int):
@@ -436,13 +431,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    import torch
 
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"ray {ray.__version__}; shared with other jobs: compare ratios within this run"
-    )
-    print(load("at start"), flush=True)
+    print_machine()
     n, shard = args.samples, args.shard_size
     cfg = make_config(n, shard, args.grid)
     from factory.dataset.shards import plan_shards

@@ -42,7 +42,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -54,13 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import load, print_machine  # noqa: E402  (after the path set-up)
+
 SHAPES = {"a": (2, 1), "b": (1, 2)}  # name -> (actors, torch threads each)
 SPIN = "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True:\n    pass\n"
-
-
-def load(tag: str) -> str:
-    a, b, c = os.getloadavg()
-    return f"load average (1, 5, 15 min) {tag}: {a:.2f} {b:.2f} {c:.2f}"
 
 
 def make_config(n: int, size: int, shard: int, threads: int):
@@ -166,16 +162,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    import torch
 
     from factory.cluster import start_ray
     from factory.dataset.shards import plan_shards
 
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"ray {ray.__version__}; shared with other jobs: compare ratios within this run"
-    )
-    print(load("at start"), flush=True)
+    print_machine()
     levels = [int(x) for x in args.busy.split(",")]
     res: dict = {
         "samples": args.samples,
