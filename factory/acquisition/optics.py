@@ -141,14 +141,21 @@ def blur_and_sum(
 ) -> torch.Tensor:
     """Blur every slab by its own detector-plane kernel and sum the slabs.
 
-    Args:
-        slabs: ``(K, n, Y, det)`` slab projections (K may be 1).
-        sigma_px: ``(K, n)`` Gaussian sd in pixels (isotropic in Y and det), 0 for none.
-        sweep_px: ``(K, n)`` width of a box along the detector axis (rotation during exposure).
-        drift_yt_px: ``(n, 2)`` drift vector (Y, det) in pixels; a box along it.
+    Parameters
+    ----------
+    slabs : torch.Tensor, (K, n, Y, det)
+        Slab projections (K may be 1).
+    sigma_px : torch.Tensor, (K, n)
+        Gaussian sd in pixels (isotropic in Y and det), 0 for none.
+    sweep_px : torch.Tensor, (K, n), optional
+        Width of a box along the detector axis in pixels (rotation during exposure).
+    drift_yt_px : torch.Tensor, (n, 2), optional
+        Drift vector (Y, det) in pixels; a box along it.
 
-    Returns:
-        ``(n, Y, det)`` float32.
+    Returns
+    -------
+    torch.Tensor, float32, (n, Y, det)
+        The blurred slabs, summed.
     """
     k, n, ny, nt = slabs.shape
     dev = slabs.device

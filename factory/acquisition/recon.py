@@ -144,9 +144,12 @@ def reconstruct(config, acquisition) -> tuple[torch.Tensor, dict]:
 
     Uses the nominal angles and an aligned axis (the errors the acquisition drew stay in the data).
 
-    Returns:
-        ``(recon, meta)``: recon float32 (Z, Y, X) in 1/µm (``normalize: none``) or normalised
-        (``quantile``); meta is JSON-safe.
+    Returns
+    -------
+    recon : torch.Tensor, float32, (Z, Y, X)
+        In 1/µm (``normalize: none``) or normalised (``quantile``).
+    meta : dict
+        JSON-safe record of the reconstruction.
     """
     from factory.tomo import fbp, sirt
 

@@ -20,13 +20,26 @@ from factory.acquisition.config import TiltConfig
 class TiltScheme:
     """One drawn tilt series (angles in degrees, sorted by nominal angle).
 
-    Attributes:
-        nominal_deg: ``(n,)`` nominal angles of the kept projections (used for reconstruction).
-        true_deg: ``(n,)`` angles the projections were taken at (nominal + error).
-        series_pos: ``(n,)`` int, position of each projection in the acquisition order (0 = first).
-        range_deg: drawn total range θ; ``shift_deg``: drawn shift of the range (0: not applied).
-        planned_deg: ``(m,)`` every nominal angle before dropping.
-        dropped: indices into ``planned_deg`` of the dropped projections.
+    Attributes
+    ----------
+    nominal_deg : numpy.ndarray, float64, (n,)
+        Nominal angles of the kept projections (used for reconstruction).
+    true_deg : numpy.ndarray, float64, (n,)
+        Angles the projections were taken at (nominal + error).
+    series_pos : numpy.ndarray, int64, (n,)
+        Position of each projection in the acquisition order (0 = first).
+    range_deg : float
+        Drawn total range θ.
+    shift_deg : float
+        Drawn shift of the range (0: not applied).
+    planned_deg : numpy.ndarray, float64, (m,)
+        Every nominal angle before dropping.
+    dropped : numpy.ndarray, int64
+        Indices into ``planned_deg`` of the dropped projections.
+    order : str
+        Acquisition order: ``sequential`` or ``dose-symmetric``.
+    bad : numpy.ndarray of int64 or None
+        Indices into ``nominal_deg`` of the bad projections (None: off).
     """
 
     nominal_deg: np.ndarray
@@ -84,8 +97,10 @@ def dose_symmetric_order(angles_deg: np.ndarray, group_size: int = 1) -> np.ndar
     Starts at the angle closest to 0°, then alternates ``group_size`` projections on the positive
     side and on the negative side, moving outwards; when one side is exhausted the other continues.
 
-    Returns:
-        ``pos`` with ``pos[i]`` the acquisition position of ``angles_deg[i]``.
+    Returns
+    -------
+    pos : numpy.ndarray, int64, (n,)
+        ``pos[i]`` is the acquisition position of ``angles_deg[i]``.
     """
     a = np.asarray(angles_deg, dtype=np.float64)
     start = int(np.argmin(np.abs(a)))

@@ -99,7 +99,9 @@ def place_fiducials(
     touches an object or another bead. ``free`` is updated in place. Beads that find no room
     after ``max_tries`` draws are skipped (recorded as placed = False).
 
-    Returns:
+    Returns
+    -------
+    list of dict
         One dict per bead: ``centre_zyx`` (voxels), ``radius_vox``, ``placed``.
     """
     shape = volume.shape

@@ -107,15 +107,22 @@ def _slice_shape(shape, sino: torch.Tensor, name: str = "shape") -> tuple[int, i
 def forward_project(volume, angles_deg, *, det_count=None, center_offset=0.0):
     """Parallel-beam line integrals of a slice or volume, in voxel units.
 
-    Args:
-        volume: ``(Z, X)`` slice or ``(Z, Y, X)`` volume (Y = tilt axis), numpy or torch.
-        angles_deg: projection angles, degrees ``(n_angles,)``; any set (limited, jittered, wedges).
-        det_count: detector pixels (default X), pitch = one voxel.
-        center_offset: rotation-axis position relative to the detector middle, detector pixels.
+    Parameters
+    ----------
+    volume : numpy.ndarray or torch.Tensor, (Z, X) or (Z, Y, X)
+        A slice or a volume (Y = tilt axis).
+    angles_deg : array_like, (n_angles,)
+        Projection angles in degrees; any set (limited, jittered, wedges).
+    det_count : int, optional
+        Detector pixels (default X), pitch = one voxel.
+    center_offset : float
+        Rotation-axis position relative to the detector middle, in detector pixels.
 
-    Returns:
-        ``(n_angles, det)`` or ``(n_angles, Y, det)`` float32 (same type/device as ``volume``).
-        At 0° and ``det_count == X`` this equals ``volume.sum(axis=0)``.
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor, float32, (n_angles, det) or (n_angles, Y, det)
+        Same type and device as ``volume``. At 0° and ``det_count == X`` this equals
+        ``volume.sum(axis=0)``.
     """
     vol, numpy = _as_tensor(volume, "volume")
     _check_ndim(vol, "volume", "(Z, X) or (Z, Y, X)")
@@ -131,14 +138,21 @@ def forward_project(volume, angles_deg, *, det_count=None, center_offset=0.0):
 def back_project(sinogram, angles_deg, *, shape, center_offset=0.0):
     """Exact adjoint of :func:`forward_project` (unfiltered back-projection; always pure PyTorch).
 
-    Args:
-        sinogram: ``(n_angles, det)`` or ``(n_angles, Y, det)``.
-        angles_deg: the sinogram's angles, degrees.
-        shape: the volume shape ``(Z, X)`` or ``(Z, Y, X)`` (Y must match the sinogram's).
-        center_offset: as in :func:`forward_project`.
+    Parameters
+    ----------
+    sinogram : numpy.ndarray or torch.Tensor, (n_angles, det) or (n_angles, Y, det)
+        The projections.
+    angles_deg : array_like, (n_angles,)
+        The sinogram's angles in degrees.
+    shape : tuple of int
+        The volume shape ``(Z, X)`` or ``(Z, Y, X)`` (Y must match the sinogram's).
+    center_offset : float
+        As in :func:`forward_project`.
 
-    Returns:
-        ``(Z, X)`` for a 2-D sinogram, else ``(Z, Y, X)``.
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor, (Z, X) or (Z, Y, X)
+        ``(Z, X)`` for a 2-D sinogram, else ``(Z, Y, X)``; same type as ``sinogram``.
     """
     sino, numpy = _as_tensor(sinogram, "sinogram")
     geom = Geometry.make(check_shape(shape), angles_deg, None, center_offset)
@@ -152,17 +166,26 @@ def back_project(sinogram, angles_deg, *, shape, center_offset=0.0):
 def fbp(sinogram, angles_deg, *, filter="ramp", shape=None, center_offset=0.0, cache=True):
     """Filtered back-projection with a zero-padded ramp-family filter.
 
-    Args:
-        sinogram: ``(n_angles, det)`` or ``(n_angles, Y, det)`` line integrals (voxel units).
-        angles_deg: the sinogram's angles, degrees.
-        filter: ``ramp``, ``shepp-logan``, ``cosine``, ``hamming`` or ``hann``.
-        shape: output ``(Z, X)`` or ``(Z, Y, X)``; default ``(det, det)``.
-        center_offset: rotation-axis position relative to the detector middle, detector pixels.
-        cache: keep the geometry's projector in the cache (for repeated calls); ``False`` builds
-            a private one and releases its matrix on return (a one-off geometry, e.g. one
-            sample's angles: ~0.3 GB at 512² and 80 angles that would otherwise stay cached).
+    Parameters
+    ----------
+    sinogram : numpy.ndarray or torch.Tensor, (n_angles, det) or (n_angles, Y, det)
+        Line integrals (voxel units).
+    angles_deg : array_like, (n_angles,)
+        The sinogram's angles in degrees.
+    filter : str
+        ``ramp``, ``shepp-logan``, ``cosine``, ``hamming`` or ``hann``.
+    shape : tuple of int, optional
+        Output ``(Z, X)`` or ``(Z, Y, X)``; default ``(det, det)``.
+    center_offset : float
+        Rotation-axis position relative to the detector middle, in detector pixels.
+    cache : bool
+        Keep the geometry's projector in the cache (for repeated calls); ``False`` builds a
+        private one and releases its matrix on return (a one-off geometry, e.g. one sample's
+        angles: ~0.3 GB at 512² and 80 angles that would otherwise stay cached).
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor, (Z, X) or (Z, Y, X)
         The reconstruction in the units of the volume that was projected:
         ``fbp(forward_project(v))`` ≈ ``v`` for a full 180° set. Angles are weighted by the arc each
         represents (:func:`factory.tomo.geometry.angle_weights`).
@@ -186,14 +209,27 @@ def fbp(sinogram, angles_deg, *, filter="ramp", shape=None, center_offset=0.0, c
 def sirt(sinogram, angles_deg, *, iterations, shape, nonneg=True, center_offset=0.0, cache=True):
     """SIRT reconstruction (see :meth:`ParallelProjector.sirt`), starting from zero.
 
-    Args:
-        sinogram: ``(n_angles, det)`` or ``(n_angles, Y, det)``.
-        angles_deg: the sinogram's angles, degrees.
-        iterations: number of SIRT updates (≥ 1).
-        shape: output ``(Z, X)`` or ``(Z, Y, X)``.
-        nonneg: clip negative values after each update.
-        center_offset: as in :func:`forward_project`.
-        cache: as in :func:`fbp`.
+    Parameters
+    ----------
+    sinogram : numpy.ndarray or torch.Tensor, (n_angles, det) or (n_angles, Y, det)
+        Line integrals (voxel units).
+    angles_deg : array_like, (n_angles,)
+        The sinogram's angles in degrees.
+    iterations : int
+        Number of SIRT updates (≥ 1).
+    shape : tuple of int
+        Output ``(Z, X)`` or ``(Z, Y, X)``.
+    nonneg : bool
+        Clip negative values after each update.
+    center_offset : float
+        As in :func:`forward_project`.
+    cache : bool
+        As in :func:`fbp`.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor, (Z, X) or (Z, Y, X)
+        The reconstruction, same type as ``sinogram``.
     """
     iterations = check_positive_int(iterations, "iterations")
     sino, numpy = _as_tensor(sinogram, "sinogram")

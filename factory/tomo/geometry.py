@@ -90,11 +90,16 @@ def check_filter(name) -> str:
 class Geometry:
     """One 2D parallel-beam geometry, shared by every y-row of a volume.
 
-    Attributes:
-        shape: ``(nz, nx)`` slice shape in voxels.
-        angles_deg: projection angles in degrees, float64 ``(n_angles,)`` (any order, any range).
-        det_count: number of detector pixels (pixel pitch = voxel size).
-        center_offset: rotation-axis position relative to the detector middle, in detector pixels.
+    Attributes
+    ----------
+    shape : tuple of int, (nz, nx)
+        Slice shape in voxels.
+    angles_deg : tuple of float, (n_angles,)
+        Projection angles in degrees, float64 (any order, any range).
+    det_count : int
+        Number of detector pixels (pixel pitch = voxel size).
+    center_offset : float
+        Rotation-axis position relative to the detector middle, in detector pixels.
     """
 
     shape: tuple[int, int]

@@ -339,13 +339,21 @@ class _Apply(torch.autograd.Function):
 class ParallelProjector:
     """Reusable parallel-beam operator for one geometry; set up once, apply to many volumes.
 
-    Args:
-        shape: slice shape ``(Z, X)`` (a 3-D ``(Z, Y, X)`` is accepted; Y is free per call).
-        angles_deg: projection angles in degrees ``(n_angles,)``.
-        det_count: detector pixels (default ``X``).
-        center_offset: rotation-axis position relative to the detector middle, detector pixels.
-        device: torch device for the matrices (and for the results).
+    Parameters
+    ----------
+    shape : tuple of int
+        Slice shape ``(Z, X)`` (a 3-D ``(Z, Y, X)`` is accepted; Y is free per call).
+    angles_deg : array_like, (n_angles,)
+        Projection angles in degrees.
+    det_count : int, optional
+        Detector pixels (default ``X``).
+    center_offset : float
+        Rotation-axis position relative to the detector middle, in detector pixels.
+    device : str or torch.device
+        Torch device for the matrices (and for the results).
 
+    Notes
+    -----
     ``forward`` maps ``(Z, X)``/``(Z, Y, X)`` to ``(n_angles, det)``/``(n_angles, Y, det)`` line
     integrals in voxel units; ``adjoint`` is its exact transpose; ``fbp`` and ``sirt`` reconstruct.
     All accept torch tensors on ``device`` (float32, or float64 for gradient checks) and are
