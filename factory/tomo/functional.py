@@ -211,10 +211,8 @@ def sirt(sinogram, angles_deg, *, iterations, shape, nonneg=True, center_offset=
 
     Parameters
     ----------
-    sinogram : numpy.ndarray or torch.Tensor, (n_angles, det) or (n_angles, Y, det)
-        Line integrals (voxel units).
-    angles_deg : array_like, (n_angles,)
-        The sinogram's angles in degrees.
+    sinogram, angles_deg
+        As in :func:`fbp`.
     iterations : int
         Number of SIRT updates (≥ 1).
     shape : tuple of int
