@@ -95,7 +95,7 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {err.for_cli()}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg=typer.colors.RED)

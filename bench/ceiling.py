@@ -43,13 +43,13 @@ def objects_of(dataset: str, split: str | None) -> list[tuple[str, float, float,
         if split and rec.split != split:
             continue
         for s in iter_samples(dataset, rec, fields=m.fields):
-            objs = s["meta"].get("objects") or []
-            cyto = {o["cell"]: o["lac_per_um"] for o in objs if o["class"] == "cell"}
+            objs = s["meta"].objects
+            cyto = {o.cell: o.lac_per_um for o in objs if o.kind == "cell"}
             for o in objs:
-                if o["class"] in ("vacuole", "nucleus", "lipid_droplet"):
-                    v = 4 / 3 * math.pi * float(np.prod(o["radii_vox"]))
-                    lac = float(o["lac_per_um"])
-                    out.append((o["class"], lac, lac - cyto[o["cell"]], v))
+                if o.kind in ("vacuole", "nucleus", "lipid_droplet"):
+                    v = 4 / 3 * math.pi * float(np.prod(o.radii_vox))
+                    lac = float(o.lac_per_um)
+                    out.append((o.kind, lac, lac - cyto[o.cell], v))
     return out
 
 

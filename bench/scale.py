@@ -76,6 +76,7 @@ def make_stand_in(template_meta: dict, num_classes: int, fail_file: str | None):
         import numpy as np
 
         from factory.sample import Sample
+        from schemas.sample import SampleMeta
 
         if fail_file is not None and index == config.dataset.num_samples - 1:
             if os.path.exists(fail_file):
@@ -96,7 +97,7 @@ def make_stand_in(template_meta: dict, num_classes: int, fail_file: str | None):
             "stand_in_draw": float(rng.random()),
             "n_angles": n_angles,
         }
-        return Sample(index=int(index), fields=fields, meta=meta)
+        return Sample(index=int(index), fields=fields, meta=SampleMeta.build(meta))
 
     return stand_in
 
@@ -199,7 +200,7 @@ def template(args) -> tuple[dict, int, float, int]:
     finally:
         torch.set_num_threads(threads)
     size = sum(len(v) for k, v in encode_sample(s, real.dataset).items() if k != "__key__")
-    return s.meta, label_scheme(real.labels.scheme).num_classes, float(np.median(times)), size
+    return s.meta.to_json(), label_scheme(real.labels.scheme).num_classes, float(np.median(times)), size
 
 
 # --- sections ------------------------------------------------------------------------------------

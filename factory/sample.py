@@ -6,13 +6,14 @@ The executors in :mod:`factory.dataset` call it and write what it returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from factory.rng import SEED_RULE
 from schemas import label_scheme
+from schemas.sample import SampleMeta
 
 
 @dataclass
@@ -22,12 +23,13 @@ class Sample:
     ``fields`` maps a field name to a numpy array: ``phantom`` (Z, Y, X) float32 LAC in 1/µm,
     ``labels`` (Z, Y, X) uint8 in the config's label scheme, ``sinogram`` (n_angles, Y, det) float32,
     ``recon`` (Z, Y, X) float32, optionally ``noisy`` (Z, Y, X) float32 (the volume before projection).
-    ``meta`` is JSON-safe: seed, index, every drawn parameter, the objects placed.
+    ``meta`` is the record written as ``meta.json``: seed, index, every drawn parameter, the
+    objects placed (:class:`schemas.sample.SampleMeta`).
     """
 
     index: int
     fields: dict[str, np.ndarray]
-    meta: dict = field(default_factory=dict)
+    meta: SampleMeta
 
 
 def _np(t) -> np.ndarray:
@@ -52,7 +54,7 @@ def simulate_sample(config, seed: int, index: int, *, device: str | torch.device
     }
     if acquisition.noisy_volume is not None:
         fields["noisy"] = _np(acquisition.noisy_volume).astype(np.float32, copy=False)
-    meta = {
+    meta = SampleMeta.build({
         "index": int(index),
         "seed": int(seed),
         "seed_rule": SEED_RULE,
@@ -63,5 +65,5 @@ def simulate_sample(config, seed: int, index: int, *, device: str | torch.device
         "objects": phantom.objects,
         "acquisition": acquisition.meta,
         "reconstruction": recon_meta,
-    }
+    })  # fmt: skip
     return Sample(index=int(index), fields=fields, meta=meta)

@@ -34,6 +34,7 @@ from schemas import IGNORE_INDEX
 
 if TYPE_CHECKING:  # pydantic is not needed to augment or stack slices (bench/gpu.py's machine)
     from schemas.dataset import FieldSpec, ShardRecord
+    from schemas.sample import SampleMeta
 
 # --- stacks ---------------------------------------------------------------------------------------
 
@@ -242,8 +243,8 @@ def iter_volumes(
     allow_bad_shards: bool = False,
     on_bad: Callable[[str, str], None] | None = None,
     input_field: str = "recon",
-) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    """Yield ``(recon float32, labels uint8, meta)`` of every sample of ``shards`` in order.
+) -> Iterator[tuple[np.ndarray, np.ndarray, SampleMeta | None]]:
+    """Yield ``(recon float32, labels uint8, meta: SampleMeta)`` of every sample of ``shards``, in order.
 
     A shard that fails its checks raises :class:`~factory.dataset.manifest.DatasetError` naming it,
     or with ``allow_bad_shards`` is skipped (``on_bad(url, reason)`` is called). Records given as
@@ -258,7 +259,7 @@ def iter_volumes(
             rec = as_shard(raw)
             for s in iter_samples(_root(rec, dataset_url), rec, endpoint_url=endpoint_url,
                                   fields=fields):  # fmt: skip
-                yield *training_pair(s, rec, input_field, num_classes), s.get("meta", {})
+                yield *training_pair(s, rec, input_field, num_classes), s.get("meta")
         except DatasetError as err:
             if not allow_bad_shards:
                 raise

@@ -24,6 +24,7 @@ from models.objects import summarize as summarize_objects
 from models.objects import write_rows as write_object_rows
 from schemas import IGNORE_INDEX
 from schemas.dataset import Manifest, ShardRecord
+from schemas.sample import SampleMeta
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
@@ -74,17 +75,6 @@ def slice_scores(
         iou[ok, k] = tp[ok] / den[ok]
         dice[ok, k] = 2 * tp[ok] / (2 * tp[ok] + fp[ok] + fn[ok])
     return iou, dice
-
-
-def cell_count(meta: dict) -> int | None:
-    """Number of cells placed in a sample (``meta["phantom"]["cells_placed"]``), if recorded."""
-    ph = meta.get("phantom") if isinstance(meta, dict) else None
-    if isinstance(ph, dict):
-        for key in ("cells_placed", "cells", "num_cells"):
-            v = ph.get(key)
-            if isinstance(v, int) and not isinstance(v, bool):
-                return v
-    return None
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -168,17 +158,17 @@ class _Tally:
             ids = {c["name"]: c["id"] for c in label_table()["classes"]}
             self._full = (ids, labels["map_from_full"])
 
-    def add(self, pred: np.ndarray, lab: np.ndarray, meta) -> None:
-        """Score one (Z, Y, X) prediction against its int64 labels (−1 ignored)."""
+    def add(self, pred: np.ndarray, lab: np.ndarray, meta: SampleMeta | None = None) -> None:
+        """Score one (Z, Y, X) prediction against its int64 labels (−1 ignored); ``meta``, the
+        sample's record, groups it by cell count and scores its objects."""
         ncls = len(self.names)
         self.cm += confusion_matrix(pred, lab, ncls)
         iou, dice = slice_scores(pred, lab, ncls, self.axis)
-        cells = cell_count(meta)
-        group = str(cells) if cells is not None else "unknown"
+        group = str(meta.phantom.cells_placed) if meta is not None else "unknown"
         self.per_group[group].append((iou, dice))
-        idx = meta.get("index", self.nvol) if isinstance(meta, dict) else self.nvol
+        idx = meta.index if meta is not None else self.nvol
         self.rows.extend(_slice_rows(idx, group, iou, dice, self.names))
-        if self._full is not None and isinstance(meta, dict):
+        if self._full is not None and meta is not None:
             from models.objects import object_rows
 
             self.objects += object_rows(pred, lab, meta, self.names, *self._full)

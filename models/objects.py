@@ -1,7 +1,7 @@
 """Per-object scores of a segmented synthetic volume: which organelles a network finds, by contrast.
 
 Pooled IoU says how much is wrong, not why. A synthetic sample's metadata lists every organelle the
-phantom placed (``meta["objects"]``: class, centre and radii in voxels, LAC in 1/µm), so each one
+phantom placed (``meta.objects``: class, centre and radii in voxels, LAC in 1/µm), so each one
 can be scored on its own: its *recall* is the fraction of its voxels that the prediction gives the
 object's class (in the dataset's label scheme), and its *contrast* is its LAC minus the LAC of the
 cytoplasm of its cell. Plotting recall against contrast separates what the acquisition hides
@@ -16,8 +16,12 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from schemas.sample import SampleMeta
 
 # Object classes scored (ellipsoids in ``meta["objects"]``) and their class in the full label table.
 SCORED = {"vacuole": "vacuole", "lipid_droplet": "lipid_droplet", "nucleus": "nucleus"}
@@ -55,7 +59,7 @@ def ellipsoid_mask(
 def object_rows(
     pred: np.ndarray,
     lab: np.ndarray,
-    meta: dict,
+    meta: SampleMeta,
     class_names: Sequence[str],
     full_ids: dict[str, int],
     map_from_full: Sequence[int],
@@ -66,15 +70,14 @@ def object_rows(
     ellipsoid that the labels give its class (so a droplet inside a vacuole is not the vacuole's).
     ``full_ids`` maps full-table class names to ids, ``map_from_full`` full ids to scheme ids.
     """
-    objects = meta.get("objects") or [] if isinstance(meta, dict) else []
-    cytoplasm = {o.get("cell"): o.get("lac_per_um") for o in objects if o.get("class") == "cell"}
+    cytoplasm = {o.cell: o.lac_per_um for o in meta.objects if o.kind == "cell"}
     rows = []
-    for o in objects:
-        kind = o.get("class")
-        if kind not in SCORED or "centre_vox" not in o or "radii_vox" not in o:
+    for o in meta.objects:
+        if o.kind not in SCORED or o.centre_vox is None or o.radii_vox is None:
             continue
-        target = int(map_from_full[full_ids[SCORED[kind]]])
-        box, inside = ellipsoid_mask(lab.shape, o["centre_vox"], o["radii_vox"], o.get("rotation"))
+        target = int(map_from_full[full_ids[SCORED[o.kind]]])
+        rotation = (o.model_extra or {}).get("rotation")
+        box, inside = ellipsoid_mask(lab.shape, o.centre_vox, o.radii_vox, rotation)
         voxels = inside & (lab[box] == target)
         n = int(voxels.sum())
         if n == 0:  # outside the field, or overwritten by a later object
@@ -82,15 +85,16 @@ def object_rows(
         got = np.bincount(pred[box][voxels].astype(np.int64), minlength=len(class_names))
         wrong = got.copy()
         wrong[target] = 0
-        cyto = cytoplasm.get(o.get("cell"))
+        cyto = cytoplasm.get(o.cell)
+        contrast = None if cyto is None or o.lac_per_um is None else o.lac_per_um - cyto
         rows.append(
             {
-                "sample": meta.get("index"),
-                "class": kind,
+                "sample": meta.index,
+                "class": o.kind,
                 "scheme_class": class_names[target],
-                "lac_per_um": o.get("lac_per_um"),
-                "contrast_per_um": None if cyto is None else o.get("lac_per_um") - cyto,
-                "radius_vox": float(np.mean(o["radii_vox"])),
+                "lac_per_um": o.lac_per_um,
+                "contrast_per_um": contrast,
+                "radius_vox": float(np.mean(o.radii_vox)),
                 "voxels": n,
                 "recall": float(got[target] / n),
                 "confused_with": class_names[int(wrong.argmax())] if wrong.any() else "",

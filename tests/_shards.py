@@ -15,6 +15,30 @@ import numpy as np
 from factory.dataset.manifest import content_sha256
 
 
+def sample_meta(index: int, objects: list | None = None, cells: int = 1) -> dict:
+    """A small valid ``meta.json`` record (:class:`schemas.sample.SampleMeta`) of sample ``index``."""
+    return {
+        "index": index,
+        "seed": 0,
+        "seed_rule": "test",
+        "config_sha256": "0" * 64,
+        "grid": {"shape": [4, 4, 4], "voxel_nm": 60.0},
+        "label_scheme": "simaq4",
+        "phantom": {
+            "shape": [4, 4, 4],
+            "voxel_nm": 60.0,
+            "energy_ev": 517.0,
+            "cells_requested": cells,
+            "cells_placed": cells,
+            "objects_per_class": {"cell": cells},
+            "voxels_per_label": {"background": 64},
+        },
+        "objects": objects or [],
+        "acquisition": {},
+        "reconstruction": {},
+    }
+
+
 def npy_bytes(arr: np.ndarray, allow_pickle: bool = False) -> bytes:
     """``arr`` as ``.npy`` bytes (``allow_pickle`` for object arrays: a pickle inside)."""
     buf = io.BytesIO()

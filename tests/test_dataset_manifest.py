@@ -14,7 +14,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from _shards import npy_bytes, tar_bytes
+from _shards import npy_bytes, sample_meta, tar_bytes
 
 from factory.dataset.manifest import (
     DatasetError,
@@ -35,7 +35,7 @@ def _good_members(first: int, n: int) -> list[tuple[str, bytes]]:
         key = f"{i:09d}"
         out += [
             (f"{key}.labels.npy", npy_bytes(np.full((4, 4, 4), i % 3, np.uint8))),
-            (f"{key}.meta.json", json.dumps({"index": i}).encode()),
+            (f"{key}.meta.json", json.dumps(sample_meta(i)).encode()),
             (
                 f"{key}.recon.npy.gz",
                 gzip.compress(npy_bytes(np.full((4, 4, 4), i, np.float32)), mtime=0),
@@ -92,7 +92,7 @@ def test_a_good_shard_decodes(tmp_path):
     samples = list(iter_samples(str(tmp_path), m["shards"][0], fields=m["fields"]))
     assert [s["__key__"] for s in samples] == ["000000005", "000000006", "000000007"]
     assert samples[1]["recon"].dtype == np.float32 and float(samples[1]["recon"][0, 0, 0]) == 6.0
-    assert samples[2]["labels"].dtype == np.uint8 and samples[2]["meta"] == {"index": 7}
+    assert samples[2]["labels"].dtype == np.uint8 and samples[2]["meta"].index == 7
     # the manifest file itself may be given instead of the root
     assert read_manifest(str(tmp_path / "manifest.json")).num_samples == 3
 

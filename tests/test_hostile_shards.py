@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import shutil
 import struct
@@ -26,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _cli import error_line, run
-from _shards import npy_bytes, record_checksums
+from _shards import npy_bytes, record_checksums, sample_meta
 
 from factory.dataset.manifest import DatasetError, iter_samples, read_manifest
 
 SHARD = "shards/train-000000.tar"
 MEMBER = "000000000.recon.npy.gz"  # recon: float16, shape_max (16, 16, 16), gzip-compressed
+META = "000000000.meta.json"
 MARKER = Path("/tmp/simaq-hostile-shards-marker")  # must never appear
 
 
@@ -101,6 +103,21 @@ CASES = {
         r"not a plain \.npy array \(fortran_order is not a valid bool: 'yes'\)",
         True,
     ),
+    # meta.json is decoded and typed too (schemas.sample.SampleMeta): a record that is not this
+    # sample's, or not a record at all, is refused by name
+    "meta of another sample": (
+        lambda: json.dumps(sample_meta(1)).encode(),
+        r"sample record: index: the record says 1, its key says 0",
+        True,
+        META,
+    ),
+    "meta with a string count": (
+        lambda: json.dumps({**sample_meta(0), "seed": "3"}).encode(),
+        r"sample record: seed: input should be a valid integer, got .3.",
+        True,
+        META,
+    ),
+    "meta not an object": (lambda: b"[1, 2]", r"sample record: .*", True, META),
     "symlinked shard": (None, rf"'{SHARD}' is a symbolic link inside the dataset root", True),
     "symlinked shards folder": (None, r"'shards' is a symbolic link inside the dataset root", True),
 }
@@ -144,6 +161,11 @@ def _replace_member(ds: Path, url: str, member: str, payload: bytes) -> None:
     record_checksums(ds, url)
 
 
+def _member_of(case: str) -> str:
+    """The member a case rewrites (the recon array unless the case names another)."""
+    return CASES[case][3] if len(CASES[case]) > 3 else MEMBER
+
+
 def _hostile(base: Path, tmp_path: Path, case: str) -> Path:
     """A copy of ``base`` made hostile as ``case`` says; returns its root."""
     ds = tmp_path / "ds"
@@ -158,7 +180,7 @@ def _hostile(base: Path, tmp_path: Path, case: str) -> Path:
         (ds / "shards").rename(outside / "shards")
         (ds / "shards").symlink_to(outside / "shards")
     else:
-        _replace_member(ds, SHARD, MEMBER, make())
+        _replace_member(ds, SHARD, _member_of(case), make())
     read_manifest(str(ds))  # the manifest is consistent: only the content checks can refuse it
     return ds
 
@@ -182,7 +204,7 @@ def test_verify_refuses_in_one_line(monkeypatch, capsys, base, tmp_path, case):
     assert code == 2 and not stdout, err
     assert f"shard {SHARD}" in line, line
     if not _is_link_case(case):
-        assert f"member {MEMBER!r}" in line, line
+        assert f"member {_member_of(case)!r}" in line, line
     assert re.search(CASES[case][1], line), line
 
 

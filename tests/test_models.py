@@ -169,7 +169,7 @@ def test_evaluation_of_a_known_prediction_gives_the_known_iou(small_dataset):
     assert res["per_slice"]["vacuole"]["iou"]["n"] == vac_slices
     assert res["per_slice"]["vacuole"]["iou"]["mean"] == 0.0
     assert res["per_slice"]["cytoplasm"]["iou"]["mean"] == 1.0
-    cells = {str(s["meta"]["phantom"]["cells_placed"]) for s in samples}
+    cells = {str(s["meta"].phantom.cells_placed) for s in samples}
     assert set(res["by_cell_count"]) == cells
     assert res["dataset"]["content_sha256"] == read_manifest(str(small_dataset)).content_sha256
 

@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from _shards import sample_meta
 
 from models.objects import ellipsoid_mask, object_rows, recall_plot, summarize
 from schemas import label_scheme, label_table
+from schemas.sample import SampleMeta
 
 NAMES = ["background", "cell", "vacuole", "lipid_droplet"]
 FULL_IDS = {c["name"]: c["id"] for c in label_table()["classes"]}
@@ -61,7 +63,7 @@ def _scene():
         lab[box][m] = k
     pred = lab.copy()
     pred[pred == 3] = 1  # the low-contrast droplet is missed
-    return pred, lab, {"index": 7, "objects": objs}
+    return pred, lab, SampleMeta.parse(sample_meta(7, objs))
 
 
 def test_object_rows_recall_and_contrast():
@@ -81,12 +83,12 @@ def test_object_rows_recall_and_contrast():
 
 def test_object_rows_skip_objects_outside_the_labels(tmp_path):
     pred, lab, meta = _scene()
-    meta["objects"].append(
-        {"class": "nucleus", "cell": 0, "lac_per_um": 0.24, "centre_vox": [90, 90, 90],
-         "radii_vox": [5, 5, 5]}
-    )  # fmt: skip
+    far = {"class": "nucleus", "cell": 0, "lac_per_um": 0.24, "centre_vox": [90, 90, 90],
+           "radii_vox": [5, 5, 5]}  # fmt: skip
+    meta = SampleMeta.parse({**meta.to_json(), "objects": [*meta.to_json()["objects"], far]})
     rows = object_rows(pred, lab, meta, NAMES, FULL_IDS, _simaq4_map())
     assert "nucleus" not in {r["class"] for r in rows}
-    assert object_rows(pred, lab, {"index": 1}, NAMES, FULL_IDS, _simaq4_map()) == []
+    empty = SampleMeta.parse(sample_meta(1))
+    assert object_rows(pred, lab, empty, NAMES, FULL_IDS, _simaq4_map()) == []
     recall_plot(rows, str(tmp_path / "o.png"))
     assert (tmp_path / "o.png").stat().st_size > 1000

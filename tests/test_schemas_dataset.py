@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from _shards import npy_bytes, tar_bytes
+from _shards import npy_bytes, sample_meta, tar_bytes
 
 from factory.dataset.manifest import (
     DatasetError,
@@ -38,7 +38,7 @@ def _shard(first: int, n: int) -> bytes:
     for i in range(first, first + n):
         members += [
             (f"{i:09d}.labels.npy", npy_bytes(np.full((2, 2), i, np.uint8))),
-            (f"{i:09d}.meta.json", json.dumps({"index": i}).encode()),
+            (f"{i:09d}.meta.json", json.dumps(sample_meta(i)).encode()),
         ]
     return tar_bytes(members)
 

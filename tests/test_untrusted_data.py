@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _cli import run
-from _shards import npy_bytes, record_checksums, tar_bytes
+from _shards import npy_bytes, record_checksums, sample_meta, tar_bytes
 
 from factory.dataset.manifest import DatasetError, content_sha256, read_manifest
 
@@ -65,7 +65,7 @@ def _good(index: int, labels: np.ndarray, recon: np.ndarray) -> list:
     key = f"{index:09d}"
     return [
         (_info(f"{key}.labels.npy"), npy_bytes(labels)),
-        (_info(f"{key}.meta.json"), b"{}"),
+        (_info(f"{key}.meta.json"), json.dumps(sample_meta(index)).encode()),
         (_info(f"{key}.recon.npy"), npy_bytes(recon)),
     ]
 

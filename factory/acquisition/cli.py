@@ -82,14 +82,14 @@ def register(app: typer.Typer) -> None:
         for name, arr in sample.fields.items():
             written.append(write_volume(out / name, arr, fmt, cfg.grid.voxel_nm).name)
         meta = {
-            **sample.meta,
+            **sample.meta.to_json(),
             "config": cfg.to_json(),
             "files": written,
             "seconds": round(elapsed, 3),
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=False), "utf-8")
         title = f"{cfg.name}  seed {seed}  index {index}"
-        tilt = sample.meta.get("acquisition", {}).get("tilt", {})
+        tilt = sample.meta.acquisition.get("tilt", {})
         if tilt:
             title += f"  tilt {tilt['range_deg']:.0f}° shift {tilt['shift_deg']:+.1f}°, "
             title += f"{tilt['n_projections']} projections"

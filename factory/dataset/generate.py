@@ -57,6 +57,7 @@ from schemas.dataset import (
     content_sha256,
 )
 from schemas.index import param_types
+from schemas.sample import IndexRow
 
 INDEX_NAME = "index.parquet"
 INDEX_ROW_GROUP = 65536  # rows per Parquet row group: the index is written this many at a time
@@ -309,7 +310,7 @@ def _merge_fields(config, totals: ShardTotals) -> dict[str, FieldSpec]:
     return out
 
 
-def _rows_table(rows: list[dict], class_names: list[str], types: dict[str, str]):
+def _rows_table(rows: list[IndexRow], class_names: list[str], types: dict[str, str]):
     """Rows of the index as a ``pyarrow.Table`` (schema: :mod:`schemas.index`, params ``types``)."""
     import pyarrow as pa
 
@@ -318,13 +319,13 @@ def _rows_table(rows: list[dict], class_names: list[str], types: dict[str, str])
     columns = fixed_fields(class_names) + list(types.items())
     data: dict[str, list] = {name: [] for name, _ in columns}
     for row in rows:
-        total = max(sum(row["class_voxels"]), 1)
+        total = max(sum(row.class_voxels), 1)
         for key in ("key", "index", "split", "shard", "n_angles"):
-            data[key].append(row[key])
+            data[key].append(getattr(row, key))
         for i, name in enumerate(class_names):
-            data[f"{FRACTION_PREFIX}{name}"].append(row["class_voxels"][i] / total)
+            data[f"{FRACTION_PREFIX}{name}"].append(row.class_voxels[i] / total)
         for k, t in types.items():
-            data[k].append(coerce(row["params"].get(k), t))
+            data[k].append(coerce(row.params.get(k), t))
     return pa.Table.from_pydict(data, schema=arrow_schema(columns))
 
 
@@ -365,7 +366,8 @@ def write_index(
                 fresh: list = []  # one table per shard, not merged yet
                 n = n_fresh = 0
                 for shard in shards:
-                    rows = json.loads(storage.read_bytes(fs, record_path(root, shard)))["rows"]
+                    raw = json.loads(storage.read_bytes(fs, record_path(root, shard)))["rows"]
+                    rows = [IndexRow.model_validate(r) for r in raw]
                     fresh.append(_rows_table(rows, class_names, types))
                     n += len(rows)
                     n_fresh += len(rows)

@@ -60,6 +60,7 @@ from schemas.dataset import (  # FORMAT_VERSION, content_sha256, plain_dtype: re
     plain_dtype,
     url_problem,
 )
+from schemas.sample import SampleMeta
 
 MAX_MANIFEST_BYTES = 512 << 20
 HARD_MEMBER_CAP = 16 << 30
@@ -498,6 +499,17 @@ def _read_member(
     )
 
 
+def _sample_meta(data, key: str, where: str) -> SampleMeta:
+    """A sample's decoded ``meta.json`` as a :class:`SampleMeta`; it must be the record of the
+    sample ``key`` names."""
+    try:
+        return SampleMeta.parse(data, index=int(key))
+    except ValidationError as err:
+        raise DatasetError(error_lines(err, f"{where}: sample record")) from None
+    except ValueError as err:
+        raise DatasetError(f"{where}: sample record: {err}") from None
+
+
 def _iter_tar(
     stream,
     name: str,
@@ -534,7 +546,8 @@ def _iter_tar(
             if field in current:
                 raise DatasetError(f"{where}: field given twice for one sample")
             fh = tar.extractfile(info)
-            current[field] = _read_member(fh, info.size, where, ext, expect, cap, load)
+            value = _read_member(fh, info.size, where, ext, expect, cap, load)
+            current[field] = _sample_meta(value, key, where) if field == "meta" else value
         if current is not None:
             yield current
             count += 1
@@ -672,7 +685,7 @@ def iter_samples(
     verify: bool = True,
     fields: dict[str, FieldSpec] | None = None,
 ) -> Iterator[dict]:
-    """Yield the samples of one shard: ``{"__key__", "<field>": ndarray, ..., "meta": dict}``.
+    """Yield the samples of one shard: ``{"__key__", "<field>": ndarray, ..., "meta": SampleMeta}``.
 
     ``shard_record`` is one of ``manifest.shards`` (a dict is validated as one); ``fields``
     (``manifest.fields``),

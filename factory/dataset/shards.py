@@ -128,8 +128,11 @@ def canonical_json(obj) -> bytes:
     ).encode()
 
 
-def encode_sample(sample, dataset_cfg) -> dict[str, bytes]:
-    """The tar members of one sample: ``{"__key__": key, "recon.npy[.gz]": bytes, ...}``."""
+def encode_sample(sample, dataset_cfg, meta: dict | None = None) -> dict[str, bytes]:
+    """The tar members of one sample: ``{"__key__": key, "recon.npy[.gz]": bytes, ...}``.
+
+    ``meta``: the sample's record as JSON (``sample.meta.to_json()`` when not given).
+    """
     level = dataset_cfg.compress_level if dataset_cfg.compression == "gzip" else None
     out: dict = {"__key__": sample_key(sample.index)}
     for field in dataset_cfg.fields:
@@ -144,7 +147,7 @@ def encode_sample(sample, dataset_cfg) -> dict[str, bytes]:
             )
         except ValueError as err:
             raise UserError(f"dataset.dtypes.{field}: {err} (sample {sample.index})") from None
-    out["meta.json"] = canonical_json(sample.meta)
+    out["meta.json"] = canonical_json(sample.meta.to_json() if meta is None else meta)
     return out
 
 
@@ -218,6 +221,33 @@ class ShardBuilder:
 
         return factory.sample.simulate_sample(self.config, self.seed, index, device=self.device)
 
+    def _write_sample(self, writer, spec: ShardSpec, i: int, shapes: dict, counts: np.ndarray):
+        """Simulate sample ``i``, write it to ``writer``; add its field shapes to ``shapes`` and
+        its class voxels to ``counts``; return its :class:`~schemas.sample.IndexRow`."""
+        from schemas.index import flatten_params
+        from schemas.sample import IndexRow
+
+        dcfg = self.config.dataset
+        sample = self.simulate(i)
+        meta = sample.meta.to_json()
+        writer.write(encode_sample(sample, dcfg, meta))
+        for field in dcfg.fields:
+            _shape_range(shapes, field, sample.fields[field].shape, dcfg.dtype_of(field))
+        lab = sample.fields.get("labels")
+        n = self.scheme.num_classes
+        c = _class_counts(lab, n) if lab is not None else np.zeros(n, np.int64)
+        counts += c
+        sino = sample.fields.get("sinogram")
+        return IndexRow(
+            key=sample_key(i),
+            index=i,
+            split=spec.split,
+            shard=spec.url,
+            n_angles=int(sino.shape[0]) if sino is not None else None,
+            class_voxels=c.tolist(),
+            params=flatten_params(meta),
+        )
+
     def build(self, spec: ShardSpec, progress: Callable[[str, int], None] | None = None) -> dict:
         """Write shard ``spec`` (temp name, then commit) and its record; return the slim record.
 
@@ -227,9 +257,8 @@ class ShardBuilder:
         import webdataset as wds
 
         from factory.dataset import storage
-        from schemas.index import flatten_params, param_types
+        from schemas.index import param_types
 
-        dcfg = self.config.dataset
         final = storage.join(self.root, spec.url)
         tmp = storage.tmp_path(self.root, spec.url)
         storage.ensure_dir(self.fs, posixpath.dirname(tmp))
@@ -249,32 +278,7 @@ class ShardBuilder:
                 )
                 try:
                     for i in range(spec.first_index, spec.first_index + spec.nsamples):
-                        sample = self.simulate(i)
-                        writer.write(encode_sample(sample, dcfg))
-                        for field in dcfg.fields:
-                            _shape_range(
-                                shapes, field, sample.fields[field].shape, dcfg.dtype_of(field)
-                            )
-                        lab = sample.fields.get("labels")
-                        c = (
-                            _class_counts(lab, self.scheme.num_classes)
-                            if lab is not None
-                            else np.zeros(self.scheme.num_classes, np.int64)
-                        )
-                        counts += c
-                        sino = sample.fields.get("sinogram")
-                        rows.append(
-                            {
-                                "key": sample_key(i),
-                                "index": i,
-                                "split": spec.split,
-                                "shard": spec.url,
-                                "n_angles": int(sino.shape[0]) if sino is not None else None,
-                                "class_voxels": c.tolist(),
-                                "params": flatten_params(sample.meta),
-                            }
-                        )
-                        del sample
+                        rows.append(self._write_sample(writer, spec, i, shapes, counts))
                         if progress is not None:
                             progress(spec.name, i - spec.first_index + 1)
                 finally:
@@ -290,8 +294,8 @@ class ShardBuilder:
             "sha256": sink.sha.hexdigest(),
             "fields": shapes,
             "class_voxels": counts.tolist(),
-            "param_types": param_types(rows),
-            "rows": rows,
+            "param_types": param_types(r.model_dump() for r in rows),
+            "rows": [r.model_dump(mode="json") for r in rows],
         }
         storage.write_bytes_atomic(
             self.fs, self.root, record_path(self.root, spec), canonical_json(record)
