@@ -200,7 +200,12 @@ def template(args) -> tuple[dict, int, float, int]:
     finally:
         torch.set_num_threads(threads)
     size = sum(len(v) for k, v in encode_sample(s, real.dataset).items() if k != "__key__")
-    return s.meta.to_json(), label_scheme(real.labels.scheme).num_classes, float(np.median(times)), size
+    return (
+        s.meta.to_json(),
+        label_scheme(real.labels.scheme).num_classes,
+        float(np.median(times)),
+        size,
+    )
 
 
 # --- sections ------------------------------------------------------------------------------------
