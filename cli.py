@@ -71,6 +71,10 @@ def _root(
 _register_all()
 
 
+#: Library parameters whose CLI name is not ``--`` + the name with hyphens (see factory/errors.py).
+PARAM_FLAGS = {"input_path": "INPUT", "path": "PATH"}
+
+
 def _crash_log(err: BaseException) -> str:
     """Write the full traceback of an unexpected failure to a log file; return its path."""
     import tempfile
@@ -95,7 +99,7 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        typer.secho(f"error: {err.for_cli()}", err=True, fg=typer.colors.RED)
+        typer.secho(f"error: {err.for_cli(PARAM_FLAGS)}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg=typer.colors.RED)

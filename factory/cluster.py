@@ -38,7 +38,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         return
     parts = urlsplit(address if "://" in address else f"gcs://{address}")
     if parts.scheme not in ("ray", "gcs"):
-        raise UserError(f"--address: expected {_ADDRESS_FORMS}, got {address!r}")
+        raise UserError(f"expected {_ADDRESS_FORMS}, got {address!r}", param="address")
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
@@ -46,13 +46,13 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     if host and port is None and parts.scheme == "ray":
         port = 10001  # Ray Client's default port
     if not host or port is None:
-        raise UserError(f"--address: expected {_ADDRESS_FORMS}, got {address!r}")
+        raise UserError(f"expected {_ADDRESS_FORMS}, got {address!r}", param="address")
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise UserError(
-            f"--address: cannot connect to Ray at {address!r} ({host}:{port}: {reason})"
+            f"cannot connect to Ray at {address!r} ({host}:{port}: {reason})", param="address"
         ) from None
 
 
@@ -120,14 +120,15 @@ def _join(ray, target: str, kwargs: dict, attempts: int = 3) -> None:
         except ConnectionAbortedError as err:
             if attempt == attempts:
                 raise UserError(
-                    f"--address: cannot connect to Ray at {target!r} after {attempts} tries "
-                    f"({_last_line(err)})"
+                    f"cannot connect to Ray at {target!r} after {attempts} tries "
+                    f"({_last_line(err)})",
+                    param="address",
                 ) from None
             ray.shutdown()
             time.sleep(2.0 * attempt)
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise UserError(
-                f"--address: cannot connect to Ray at {target!r} ({_last_line(err)})"
+                f"cannot connect to Ray at {target!r} ({_last_line(err)})", param="address"
             ) from None
 
 

@@ -188,23 +188,23 @@ def parse_overrides(items: list[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set: expected KEY=VALUE, got {item!r}")
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", param="set")
         key, raw = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"--set: expected KEY=VALUE with a dotted KEY, got {item!r}")
+            raise ConfigError(f"expected KEY=VALUE with a dotted KEY, got {item!r}", param="set")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(
-                    f"--set: {key.strip()!r} conflicts with another --set of {part!r}"
+                    f"{key.strip()!r} conflicts with another `set` of {part!r}", param="set"
                 )
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             why = str(getattr(err, "problem", "") or "not valid YAML")
             raise ConfigError(
-                f"--set: {key.strip()}: value {raw!r} is not valid YAML ({why})"
+                f"{key.strip()}: value {raw!r} is not valid YAML ({why})", param="set"
             ) from None
     return out

@@ -124,15 +124,16 @@ def _read_mrc(path: str) -> tuple[np.ndarray, float | None]:
     return vol, (vs / 10.0 if vs > 0 else None)  # header in Å
 
 
-def read_volume(path: str, what: str = "INPUT") -> tuple[np.ndarray, float | None]:
+def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | None]:
     """Read a tomogram or a label volume.
 
     Parameters
     ----------
     path : str
         MRC (``.mrc .rec .map .st .ali``), TIFF (``.tif .tiff``) or NPY file.
-    what : str
-        How the file is named in error messages (the option or argument).
+    param : str
+        The caller's parameter that named the file, for error messages (:class:`UserError`
+        ``param``: the CLI shows its flag).
 
     Returns
     -------
@@ -151,38 +152,41 @@ def read_volume(path: str, what: str = "INPUT") -> tuple[np.ndarray, float | Non
     """
     path = str(path)
     if not os.path.isfile(path):
-        raise UserError(f"{what}: no such file {path!r}")
+        raise UserError(f"no such file {path!r}", param=param)
     suf = _suffix(path)
     readers = {**dict.fromkeys(MRC_SUFFIXES, _read_mrc), **dict.fromkeys(TIFF_SUFFIXES, _read_tiff)}
     readers[".npy"] = lambda p: (np.load(p, allow_pickle=False), None)
     if suf not in readers:
         raise UserError(
-            f"{what}: unsupported file type {suf!r} of {path!r} "
-            f"(use {', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)} or .npy)"
+            f"unsupported file type {suf!r} of {path!r} "
+            f"(use {', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)} or .npy)",
+            param=param,
         )
     try:
         vol, voxel_nm = readers[suf](path)
     except Exception as err:  # noqa: BLE001 - readers raise many kinds
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{what}: cannot read {path!r} ({type(err).__name__}: {msg})") from None
+        raise UserError(
+            f"cannot read {path!r} ({type(err).__name__}: {msg})", param=param
+        ) from None
     if vol.ndim != 3:
-        raise UserError(f"{what}: expected a 3D volume, got shape {vol.shape} in {path!r}")
+        raise UserError(f"expected a 3D volume, got shape {vol.shape} in {path!r}", param=param)
     if vol.dtype.kind not in "uif":
-        raise UserError(f"{what}: unsupported dtype {vol.dtype} in {path!r}")
+        raise UserError(f"unsupported dtype {vol.dtype} in {path!r}", param=param)
     return vol, voxel_nm
 
 
 def input_voxel_nm(given: float | None, header: float | None, path: str) -> tuple[float, str]:
-    """``(voxel size in nm, where it came from)``: ``--voxel-nm`` if given, else the file
-    header's; raises :class:`UserError` (one line, asking for ``--voxel-nm``) when neither is
-    known."""
+    """``(voxel size in nm, where it came from: "given" or "file header")``: ``given`` if not None,
+    else the file header's; raises :class:`UserError` (one line, asking for ``voxel_nm``) when
+    neither is known."""
     if given is not None:
         if not given > 0:
-            raise UserError(f"--voxel-nm: must be > 0, got {given}")
-        return float(given), "--voxel-nm"
+            raise UserError(f"must be > 0, got {given}", param="voxel_nm")
+        return float(given), "given"
     if header:
         return float(header), "file header"
-    raise UserError(f"--voxel-nm: {path!r} records no voxel size; pass --voxel-nm NM")
+    raise UserError(f"{path!r} records no voxel size; pass `voxel_nm` NM", param="voxel_nm")
 
 
 def write_volume(path: str, volume: np.ndarray, voxel_nm: float | None = None) -> None:

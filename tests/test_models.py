@@ -241,7 +241,7 @@ def test_segment_round_trips_mrc_tiff_and_npy(
     assert lab_mrc.shape == lab_tif.shape == vol.shape
     assert np.array_equal(lab_mrc, lab_tif) and np.array_equal(lab_mrc, lab_npy)
     assert 0 <= lab_mrc.min() and lab_mrc.max() < 7
-    assert "file header" in results["seg.mrc"] and "--voxel-nm" in results["seg.tif"]
+    assert "file header" in results["seg.mrc"] and "(given;" in results["seg.tif"]
     objects = tifffile.imread(tmp_path / "seg_objects.tif")
     with open(tmp_path / "seg.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
