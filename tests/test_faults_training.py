@@ -167,3 +167,33 @@ def test_a_bad_shard_stops_both_ranks_at_once_and_is_not_retried(
 
 
 # A training worker or the whole driver killed, and the run resumed: tests/test_resume.py.
+
+
+def test_each_restart_ray_train_makes_is_one_warning_line_up_to_the_budget():
+    """The callback Ray Train's controller calls after a failed poll of the worker group: a death
+    (the health check's RayActorError) or an error a worker raised is one warning line each, up to
+    ``max_failures`` (Ray Train then gives up and ``fit()`` raises); a preemption is not counted
+    (Ray Train's own budget for those)."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    from models.train import _failure_notice
+
+    notes: list[str] = []
+    notice = _failure_notice(SimpleNamespace(note=SimpleNamespace(remote=notes.append)), 2)
+    died = WorkerHealthCheckFailedError("worker gone", RayActorError())
+    preempted = WorkerHealthCheckFailedError("node gone", RayActorError(preempted=True))
+    notice.after_exception(None, {})
+    notice.after_exception(None, {0: died, 1: RuntimeError("gloo: connection closed")})
+    notice.after_exception(None, {1: preempted})
+    notice.after_exception(None, {0: OSError("s3: slow down\nmore")})
+    notice.after_exception(None, {0: died})
+    assert notes == [
+        "warning: a training worker died (WorkerHealthCheckFailedError); restarting from the "
+        "last checkpoint (1 of 2)",
+        "warning: a training worker's node was preempted; restarting from the last checkpoint",
+        "warning: a training worker failed (OSError: s3: slow down); restarting from the last "
+        "checkpoint (2 of 2)",
+    ]
