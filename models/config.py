@@ -91,8 +91,8 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     real_ratio: float = Field(0.0, ge=0, le=1)  # few-shot: probability a stack comes from real data
     allow_bad_shards: bool = False
-    # restarts from the last checkpoint after a worker process dies (killed, OOM, node lost);
-    # errors of the training code or the data are not retried
+    # Ray Train's restarts from the last checkpoint after a worker fails (its process killed, OOM,
+    # node lost, or an exception); a data or input error stops every rank at once, not retried
     max_failures: int = Field(2, ge=0)
 
     @model_validator(mode="after")

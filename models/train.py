@@ -24,6 +24,12 @@ the same number of workers on CPU the weights equal an uninterrupted run's bit f
 another number of workers the stream is dealt anew (:meth:`StreamState.replan`): each stack is
 still seen once per epoch. A run directory belongs to one dataset and one architecture: a
 different one is refused.
+
+Failures are Ray Train's: ``FailureConfig(max_failures)`` restarts a failed worker group (a worker
+died or raised) from the last checkpoint the same way, and the driver prints a warning line for
+each restart (:func:`_failure_notice`). A data or input error (:class:`UserError`, a bad shard's
+``DatasetError`` among them) is no failure, as retrying it would fail again: the ranks agree on it
+at the next step (:func:`_agree`), stop together, and the driver raises it after ``fit()``.
 """
 
 from __future__ import annotations
@@ -290,35 +296,46 @@ def _stream_state(job: TrainJob, saved: dict, n: int, world: int):
     return state.replan(world)
 
 
-def _start_worker(job: TrainJob, bar) -> _Worker:
-    """Build this rank's network (restored), optimiser and stack stream."""
-    import ray.train
-    import ray.train.torch
+def _setup(job: TrainJob, rank: int, world: int) -> dict:
+    """This rank's network (restored), stream state and stack stream: everything of a worker's
+    start that reads the data or the checkpoint and may fail on it (a :class:`UserError`), and
+    no collective, so a failing rank cannot leave the others waiting (:func:`_agree` follows)."""
     import torch
 
-    from models.data import Prefetcher, SampleSource, StackStream
-    from models.losses import FocalDiceLoss
-    from models.unet import build_model, param_groups
+    from models.data import SampleSource, StackStream
+    from models.unet import build_model
 
     cfg = job.cfg
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
     net = build_model(
         cfg.model, job.num_classes, window=cfg.window, features=cfg.features, depth=cfg.depth
     )
     opt_state, saved = _restore(job, net)
-    model = ray.train.torch.prepare_model(net)
-    opt = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
     source = SampleSource(
         job.data_url, job.train_shards, endpoint_url=job.endpoint_url, fields=job.fields,
         num_classes=job.num_classes, allow_bad_shards=cfg.allow_bad_shards,
     )  # fmt: skip
     state = _stream_state(job, saved, source.n, world)
     stream = StackStream(source, cfg, state, rank, real=job.real)
+    return {"net": net, "opt_state": opt_state, "saved": saved, "state": state, "stream": stream}
+
+
+def _start_worker(job: TrainJob, parts: dict, rank: int, world: int, device, bar) -> _Worker:
+    """Wrap this rank's network for DDP (a collective), build its optimiser and start its
+    batches (:func:`_setup` made the rest)."""
+    import ray.train.torch
+    import torch
+
+    from models.data import Prefetcher
+    from models.losses import FocalDiceLoss
+    from models.unet import param_groups
+
+    cfg, net, saved, state = job.cfg, parts["net"], parts["saved"], parts["state"]
+    model = ray.train.torch.prepare_model(net)
+    opt = torch.optim.Adam(param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    if parts["opt_state"] is not None:
+        opt.load_state_dict(parts["opt_state"])
+    stream = parts["stream"]
     step = int(saved.get("step", 0))
     w = _Worker(
         job, rank, world, device, net, model, opt,
@@ -333,6 +350,51 @@ def _start_worker(job: TrainJob, bar) -> _Worker:
     if w.bar is not None:
         w.bar.update.remote("train", step)
     return w
+
+
+# --- data errors: a coordinated stop, not a failure -----------------------------------------------
+#
+# Ray Train retries every error a worker raises (FailureConfig.max_failures), which is right for a
+# worker that died and wrong for a bad shard: it fails the same way on every attempt. So a rank
+# that meets a data or input error (a UserError, DatasetError included) does not raise it: at the
+# next point where every rank checks in (before each step's forward pass, after validation, after
+# the start), the ranks agree on the first such error (:func:`_agree`, one all-reduce of a flag),
+# stop together and return normally; rank 0 returns the message (``Result.return_value``) and the
+# driver raises it as a UserError after ``fit()``.
+
+_MSG_BYTES = 4096  # a data error's message as broadcast between the ranks (UTF-8, truncated)
+
+
+class _DataStop(Exception):
+    """Raised on every rank once the ranks agreed that one of them met a data error."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _agree(message: str | None, rank: int, world: int, device) -> None:
+    """Raise :class:`_DataStop` on every rank if any rank passes a data error ``message`` (that of
+    the lowest such rank); a collective every rank calls at the same point (one all-reduce of a
+    flag, a broadcast of the message only when there is one)."""
+    import torch
+    import torch.distributed as dist
+
+    if world > 1 and dist.is_initialized():
+        flag = torch.tensor([world if message is None else rank], dtype=torch.int64, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        src = int(flag.item())
+        if src == world:
+            return
+        buf = torch.zeros(_MSG_BYTES, dtype=torch.uint8)
+        if rank == src:
+            raw = message.encode()[:_MSG_BYTES]
+            buf[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        buf = buf.to(device)
+        dist.broadcast(buf, src=src)
+        message = bytes(buf.cpu().numpy()).rstrip(b"\0").decode(errors="replace")
+    if message is not None:
+        raise _DataStop(message)
 
 
 def _fault(spec: str | None, point: str, step: int) -> None:
@@ -371,7 +433,12 @@ def _train_step(w: _Worker) -> None:
     from models.config import learning_rate
 
     cfg, job = w.job.cfg, w.job
-    x, y, where = next(w.batches)
+    try:
+        batch, message = next(w.batches), None
+    except UserError as err:  # a bad shard, no usable stack: every rank stops (see _agree)
+        batch, message = None, str(err)
+    _agree(message, w.rank, w.world, w.device)
+    x, y, where = batch
     w.model.train()  # validation leaves it in eval mode
     x, y = x.to(w.device, non_blocking=True), y.to(w.device, non_blocking=True)
     with torch.autocast(w.device.type, enabled=w.use_amp):
@@ -405,9 +472,15 @@ def _epoch_metrics(w: _Worker, epoch: int, train_s: float) -> dict:
 
     t0 = time.perf_counter()
     stats = torch.tensor(w.partial, dtype=torch.float64)
-    cm = torch.from_numpy(
-        _val_confusion(w.net, w.job, w.rank, w.world, w.device, on_bad=w.stream.note_bad_shard)
-    )
+    try:
+        confusion = _val_confusion(
+            w.net, w.job, w.rank, w.world, w.device, on_bad=w.stream.note_bad_shard
+        )
+        message = None
+    except UserError as err:  # a bad val shard: every rank stops (see _agree)
+        confusion, message = None, str(err)
+    _agree(message, w.rank, w.world, w.device)
+    cm = torch.from_numpy(confusion)
     val_s = time.perf_counter() - t0
     if w.world > 1 and dist.is_initialized():
         dist.all_reduce(stats)
@@ -477,36 +550,58 @@ def _report(w: _Worker, metrics: dict) -> None:
         _write_run_outputs(w.job, w.history)
 
 
-def train_loop(config: dict) -> None:
+def train_loop(config: dict) -> dict | None:
     """Ray Train worker entry point (``train_loop_per_worker``): ``config`` holds the
     :class:`TrainJob` (``job``) and the driver's progress actor (``progress``).
 
     Steps until ``total_steps``; at each epoch's end (every ``steps_per_epoch`` steps, and the
     last step) it validates and checkpoints, and every ``checkpoint_every`` steps in between it
-    checkpoints only.
+    checkpoints only. A data error on any rank stops every rank (see :func:`_agree`): rank 0
+    returns ``{"error": message}`` (``Result.return_value``), else None.
     """
+    import ray.train
+    import ray.train.torch
     import torch
 
     job: TrainJob = config["job"]
     torch.set_num_threads(job.threads)  # the CPUs Ray gave this worker, no more
-    w = _start_worker(job, config.get("progress"))
-    spe, every = job.steps_per_epoch, job.cfg.checkpoint_every
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    w = None
     try:
-        t0 = time.perf_counter()
-        while not w.done:
-            _train_step(w)
-            if w.step % spe == 0 or w.done:
-                metrics = _epoch_metrics(w, math.ceil(w.step / spe), time.perf_counter() - t0)
-                w.history.append(metrics)
-                w.partial = [0.0, 0.0, 0.0]
-                _report(w, metrics)
-                t0 = time.perf_counter()
-            elif every is not None and w.step % every == 0:
-                _report(w, {"step": w.step})
+        try:
+            parts, message = _setup(job, rank, world), None
+        except UserError as err:  # e.g. a checkpoint of another seed: every rank stops
+            parts, message = None, str(err)
+        _agree(message, rank, world, device)
+        w = _start_worker(job, parts, rank, world, device, config.get("progress"))
+        _train(w)
+    except _DataStop as stop:
+        return {"error": stop.message} if rank == 0 else None
     finally:
-        w.batches.close()
-        if w.trace is not None:
-            w.trace.close()
+        if w is not None:
+            w.batches.close()
+            if w.trace is not None:
+                w.trace.close()
+    return None
+
+
+def _train(w: _Worker) -> None:
+    """The steps, validations and checkpoints of one rank from its position to the end."""
+    job = w.job
+    spe, every = job.steps_per_epoch, job.cfg.checkpoint_every
+    t0 = time.perf_counter()
+    while not w.done:
+        _train_step(w)
+        if w.step % spe == 0 or w.done:
+            metrics = _epoch_metrics(w, math.ceil(w.step / spe), time.perf_counter() - t0)
+            w.history.append(metrics)
+            w.partial = [0.0, 0.0, 0.0]
+            _report(w, metrics)
+            t0 = time.perf_counter()
+        elif every is not None and w.step % every == 0:
+            _report(w, {"step": w.step})
 
 
 def _write_run_outputs(job: TrainJob, history: list[dict]) -> None:
@@ -677,47 +772,6 @@ def _normalization(manifest: Manifest) -> dict:
     }
 
 
-def _error_message(err: BaseException) -> str | None:
-    """The first line of a user-facing error (bad shard, bad data) inside a Ray Train failure."""
-    from factory.dataset.manifest import DatasetError
-
-    seen = set()
-    stack = [err]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, UserError | DatasetError):
-            return str(e)
-        stack.extend([e.__cause__, e.__context__])
-        for attr in ("worker_failures", "_worker_failures"):
-            wf = getattr(e, attr, None)
-            if isinstance(wf, dict):
-                stack.extend(wf.values())
-    text = str(err)
-    for marker in ("DatasetError: ", "UserError: ", "ConfigError: "):
-        if marker in text:
-            return text.split(marker, 1)[1].splitlines()[0].strip()
-    return None
-
-
-def _worker_died(err: BaseException) -> str | None:
-    """The error type if ``err`` is a Ray Train failure in which every failed worker *died* (its
-    process killed, out of memory, its node lost), else None."""
-    import ray.exceptions
-
-    failures = getattr(err, "worker_failures", None)
-    if not isinstance(failures, dict) or not failures:
-        return None
-    deaths = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
-    health = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError")
-    for e in failures.values():
-        if not isinstance(e, deaths) and type(e).__name__ not in health:
-            return None
-    return type(next(iter(failures.values()))).__name__
-
-
 def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> bool:
     """Check ``run_dir`` against this run (same dataset and architecture) and write ``run.json``.
 
@@ -794,77 +848,147 @@ def _cpus_per_worker(workers: int) -> float:
     return float(max(1, int(share)))
 
 
-def _fit(make_trainer, cfg, total: int | None, log):
-    """Run the trainer, restarting after dead workers; draw the one progress bar in the driver.
+class _RunEvents:
+    """The driver's view into a training run (a Ray actor): the step rank 0 reached (for the
+    progress bar, as :class:`~factory.dataset.executor.ProgressActor`) and the warnings of the
+    failures Ray Train recovered from (noted by :func:`_failure_notice` in its controller)."""
 
-    Returns ``(result, restarts)``. A data or input error inside a worker becomes one
-    :class:`UserError`; other failures propagate.
+    def __init__(self):
+        self.done: dict[str, int] = {}
+        self.notes: list[str] = []
+
+    def update(self, name: str, done: int) -> None:
+        self.done[name] = max(done, self.done.get(name, 0))
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def take(self) -> tuple[dict[str, int], list[str]]:
+        """The step updates and the notes since the last call."""
+        out, self.done, notes, self.notes = self.done, {}, self.notes, []
+        return out, notes
+
+
+def _failure_kind(failures: dict) -> str:
+    """``died (TYPE)`` if a worker of a failed worker group *died* (its process killed, out of
+    memory, its node lost: the others' errors then follow from it), else ``failed (TYPE: first
+    line)``."""
+    import ray.exceptions
+
+    deaths = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError)
+    health = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError")
+    for e in failures.values():
+        if isinstance(e, deaths) or type(e).__name__ in health:
+            return f"died ({type(e).__name__})"
+    e = next(iter(failures.values()))
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"failed ({type(e).__name__}: {first})"
+
+
+def _preempted(error: BaseException) -> bool:
+    """Whether a worker's error is its death by a node preemption (as Ray Train tells it)."""
+    error = getattr(error, "health_check_failure", error)
+    return bool(getattr(error, "preempted", False))
+
+
+def _failure_notice(events, max_failures: int):
+    """A ``ray.train.UserCallback`` (run in Ray Train's controller) that notes each worker-group
+    failure Ray Train will retry (``FailureConfig(max_failures)``: it counts every failure of
+    the worker group) as a warning line in ``events``."""
+    from ray.train import UserCallback
+
+    class FailureNotice(UserCallback):
+        def __init__(self):
+            self.failures = 0
+
+        def after_exception(self, run_context, worker_exceptions: dict) -> None:
+            if not worker_exceptions:
+                return
+            if any(_preempted(e) for e in worker_exceptions.values()):
+                # Ray Train counts these apart (FailureConfig.max_preemption_failures)
+                events.note.remote(
+                    "warning: a training worker's node was preempted; restarting from the last "
+                    "checkpoint"
+                )
+                return
+            self.failures += 1
+            if self.failures > max_failures:
+                return  # Ray Train gives up: fit() raises the error
+            events.note.remote(
+                f"warning: a training worker {_failure_kind(worker_exceptions)}; restarting "
+                f"from the last checkpoint ({self.failures} of {max_failures})"
+            )
+
+    return FailureNotice()
+
+
+def _fit(make_trainer, total: int | None, log):
+    """Run the trainer (Ray Train restarts failed workers from the last checkpoint, see
+    :func:`_trainer_factory`); draw the one progress bar and the restart warnings in the driver.
+
+    Returns ``(result, restarts)``. A data or input error inside a worker (the ranks' coordinated
+    stop, see :func:`_agree`) becomes one :class:`UserError`; other failures propagate once Ray
+    Train gives up on them.
     """
     import threading
 
     import ray
 
-    from factory.dataset.executor import ProgressActor
+    events = ray.remote(_RunEvents).options(num_cpus=0).remote()
+    outcome: dict = {}
 
-    progress = None
-    if total is not None:
-        progress = ray.remote(ProgressActor).options(num_cpus=0).remote()
-    restarts = 0
-    while True:
-        outcome: dict = {}
+    def run() -> None:
+        try:
+            outcome["result"] = make_trainer(events, total is not None).fit()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
 
-        def run(out=outcome) -> None:
-            try:
-                out["result"] = make_trainer(progress).fit()
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                out["error"] = exc
-
-        worker = threading.Thread(target=run, name="simaq-train", daemon=True)
-        worker.start()
-        _draw_progress(worker, progress, total)
-        err = outcome.get("error")
-        if err is None:
-            return outcome["result"], restarts
-        msg = _error_message(err)
-        if msg is not None:
-            raise UserError(msg) from None
-        died = _worker_died(err)
-        if died is None or restarts >= cfg.max_failures:
-            raise err
-        restarts += 1
-        # a new trainer on the same run directory resumes from its last checkpoint
-        log(
-            f"warning: a training worker died ({died}); restarting from the last checkpoint "
-            f"({restarts} of {cfg.max_failures})"
-        )
+    worker = threading.Thread(target=run, name="simaq-train", daemon=True)
+    worker.start()
+    restarts = _draw_progress(worker, events, total, log)
+    err = outcome.get("error")
+    if err is not None:
+        raise err
+    result = outcome["result"]
+    value = getattr(result, "return_value", None)
+    if isinstance(value, dict) and value.get("error"):
+        raise UserError(value["error"])
+    return result, restarts
 
 
-def _draw_progress(worker, progress, total: int | None) -> None:
-    """Poll the progress actor while ``worker`` runs; one tqdm bar (steps, rate, ETA) on stderr."""
+def _draw_progress(worker, events, total: int | None, log) -> int:
+    """Poll ``events`` while ``worker`` runs: one tqdm bar (steps, rate, ETA) on stderr when
+    ``total`` is given, and each restart's warning line; returns the number of restarts."""
     import ray
 
-    if progress is None:
-        worker.join()
-        return
-    from tqdm import tqdm
-
-    bar = None
+    bar, restarts, last = None, 0, False
     try:
-        while worker.is_alive():
+        while not last:
+            last = not worker.is_alive()
             worker.join(timeout=0.5)
             try:
-                step = ray.get(progress.take.remote(), timeout=5).get("train")
+                done, notes = ray.get(events.take.remote(), timeout=5)
             except Exception:  # noqa: BLE001 - a lost poll only delays the bar
                 continue
-            if step is None:
+            if notes and bar is not None:  # the next attempt draws its own bar from its step
+                bar.close()
+                bar = None
+            for msg in notes:
+                log(msg)
+            restarts += len(notes)
+            step = done.get("train")
+            if total is None or step is None:
                 continue
             if bar is None:  # created at the first report: a resumed run starts where it was
+                from tqdm import tqdm
+
                 bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True)
             elif step > bar.n:
                 bar.update(step - bar.n)
     finally:
         if bar is not None:
             bar.close()
+    return restarts
 
 
 def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classes: int):
@@ -982,7 +1106,8 @@ def plan_job(
 
 
 def _trainer_factory(job: TrainJob, fs, root: str):
-    """``make_trainer(progress_actor)`` for :func:`_fit`: a TorchTrainer of ``job``."""
+    """``make_trainer(events, progress)`` for :func:`_fit`: a TorchTrainer of ``job`` whose
+    rank 0 reports its steps to the ``events`` actor when ``progress``."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -994,10 +1119,10 @@ def _trainer_factory(job: TrainJob, fs, root: str):
     if cfg.use_gpu:
         resources["GPU"] = 1
 
-    def make_trainer(progress_actor) -> TorchTrainer:
+    def make_trainer(events, progress: bool) -> TorchTrainer:
         return TorchTrainer(
             train_loop,
-            train_loop_config={"job": job, "progress": progress_actor},
+            train_loop_config={"job": job, "progress": events if progress else None},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
             ),
@@ -1005,9 +1130,11 @@ def _trainer_factory(job: TrainJob, fs, root: str):
                 name=RAY_NAME,
                 storage_path=root,
                 storage_filesystem=None if is_local(fs) else fs,
-                # restarts are decided in _fit: Ray's own retry would also rerun data errors
-                failure_config=ray.train.FailureConfig(max_failures=0),
+                # a failed worker group (a worker died, or raised) is restarted from the last
+                # checkpoint; data errors are no failures but a stop of every rank (_agree)
+                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=3),
+                callbacks=[_failure_notice(events, cfg.max_failures)],
             ),
         )
 
@@ -1061,7 +1188,7 @@ def train(
     t0 = time.perf_counter()
     try:
         make_trainer = _trainer_factory(job, fs, root)
-        result, restarts = _fit(make_trainer, job.cfg, job.total_steps if progress else None, log)
+        result, restarts = _fit(make_trainer, job.total_steps if progress else None, log)
     except BaseException:
         if created:
             _remove_failed_run(fs, root)

@@ -49,6 +49,18 @@ def error_line(err: str, ray_logs: bool = False) -> str:
     return lines[0]
 
 
+def assert_stopped_not_retried(err: str) -> None:
+    """``err`` of a ``train`` a data error stopped: no worker raised, nothing was retried. The
+    driver warns of each restart itself ("warning: a training worker ..."); the session's Ray
+    also forwards its workers' and Train controller's logs (with unrelated tracebacks of an
+    overloaded machine at times): no worker's traceback, no failure decision of Ray Train and
+    at most one start of the worker group."""
+    assert "warning: a training worker" not in err, err[-3000:]
+    assert not [ln for ln in err.splitlines() if "RayTrainWorker" in ln and "Traceback" in ln]
+    assert "FailurePolicy" not in err and "WorkerGroupError" not in err, err[-3000:]
+    assert err.count("Attempting to start training worker group") <= 1, err[-3000:]
+
+
 def cli_argv(*args: str) -> list[str]:
     """The command line of ``simaq ARGS`` in a fresh Python process (for ``subprocess``)."""
     return [sys.executable, "-c", "import cli; cli.main()", *args]

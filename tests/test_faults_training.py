@@ -1,8 +1,9 @@
 """Fault injection around training and stored data: corrupted shards (a flipped byte, a
 truncation, a deletion, appended bytes, two shards swapped; on local disk and on the loopback S3
 endpoint) are named by ``simaq verify`` (exit 1) and refused by training, or skipped with
-``--allow-bad-shards`` and reported; a Ray Train worker SIGKILLed after a checkpoint is replaced and
-training resumes from that checkpoint and finishes.
+``--allow-bad-shards`` and reported. A bad shard met during training stops every rank at once (one
+error line, exit 2) and is not retried like a dead worker (which Ray Train restarts from the last
+checkpoint: tests/test_resume.py).
 
 Complements tests/test_cli_dataset.py (verify of flip/truncate/delete on disk) and
 tests/test_models.py (training refuses a flipped byte).
@@ -14,7 +15,7 @@ import json
 import shutil
 
 import pytest
-from _cli import run
+from _cli import assert_stopped_not_retried, error_line, run
 
 from factory.dataset.manifest import DatasetError, read_manifest
 
@@ -138,4 +139,61 @@ def test_training_skips_a_bad_shard_when_asked_and_says_so(
     assert list(state["bad_shards"]) == ["shards/train-000000.tar"]
 
 
+@pytest.mark.parametrize(("bad", "steps"), [("train-000001.tar", 24), ("val-000000.tar", 2)])
+def test_a_bad_shard_stops_both_ranks_at_once_and_is_not_retried(
+    monkeypatch, capsys, ray_session, small_dataset, tmp_path, bad, steps
+):
+    """Two ranks (gloo); rank 0 alone meets a flipped shard: while training (the one volume of
+    train-000001 is its second block of one volume, some steps in; rank 1 never reads it) or
+    while validating (rank 0 validates val-000000 alone). Every rank stops at that step, nothing
+    hangs, and the run exits 2 with the shard's one line. Ray Train restarts a failed worker
+    group up to ``max_failures`` times and the driver says so for each restart ("warning: a
+    training worker ..."; tests/test_resume.py counts them); here there is none: the data error
+    was no failure, so it was not retried."""
+    ds = tmp_path / "ds"
+    shutil.copytree(small_dataset, ds)
+    flip(ds / "shards" / bad, 0.7)
+    code, _, err = run(
+        monkeypatch, capsys, "train", "--data", str(ds), "--out", str(tmp_path / "run"), *TINY,
+        "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "1", "--steps-per-epoch",
+        str(steps), "--val-slices", "4", "--set", "mix_volumes=1", "--set", "max_failures=2",
+    )  # fmt: skip
+    assert code == 2, err[-3000:]
+    assert error_line(err, ray_logs=True).endswith(
+        f"shard shards/{bad}: sha256 mismatch (corrupt or altered shard)"
+    )
+    assert_stopped_not_retried(err)
+    assert not (tmp_path / "run").exists()  # no checkpoint: the new run directory is removed
+
+
 # A training worker or the whole driver killed, and the run resumed: tests/test_resume.py.
+
+
+def test_each_restart_ray_train_makes_is_one_warning_line_up_to_the_budget():
+    """The callback Ray Train's controller calls after a failed poll of the worker group: a death
+    (the health check's RayActorError) or an error a worker raised is one warning line each, up to
+    ``max_failures`` (Ray Train then gives up and ``fit()`` raises); a preemption is not counted
+    (Ray Train's own budget for those)."""
+    from types import SimpleNamespace
+
+    from ray.exceptions import RayActorError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    from models.train import _failure_notice
+
+    notes: list[str] = []
+    notice = _failure_notice(SimpleNamespace(note=SimpleNamespace(remote=notes.append)), 2)
+    died = WorkerHealthCheckFailedError("worker gone", RayActorError())
+    preempted = WorkerHealthCheckFailedError("node gone", RayActorError(preempted=True))
+    notice.after_exception(None, {})
+    notice.after_exception(None, {0: died, 1: RuntimeError("gloo: connection closed")})
+    notice.after_exception(None, {1: preempted})
+    notice.after_exception(None, {0: OSError("s3: slow down\nmore")})
+    notice.after_exception(None, {0: died})
+    assert notes == [
+        "warning: a training worker died (WorkerHealthCheckFailedError); restarting from the "
+        "last checkpoint (1 of 2)",
+        "warning: a training worker's node was preempted; restarting from the last checkpoint",
+        "warning: a training worker failed (OSError: s3: slow down); restarting from the last "
+        "checkpoint (2 of 2)",
+    ]

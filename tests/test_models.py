@@ -18,7 +18,7 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-from _cli import error_line, run
+from _cli import assert_stopped_not_retried, error_line, run
 from _models_helpers import split_samples
 
 import cli
@@ -133,6 +133,7 @@ def test_a_corrupt_shard_is_refused_by_name(
     )  # fmt: skip
     assert code == 2
     line = error_line(err, ray_logs=True)
+    assert_stopped_not_retried(err)  # the worker stopped, it did not fail: not retried
     assert line.endswith(
         "shard shards/train-000001.tar: sha256 mismatch (corrupt or altered shard)"
     )
