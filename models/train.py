@@ -365,6 +365,20 @@ def _start_worker(job: TrainJob, parts: dict, rank: int, world: int, device, bar
 _MSG_BYTES = 4096  # a data error's message as broadcast between the ranks (UTF-8, truncated)
 
 
+_SEP = "\x1f"  # between a UserError's parameter and its message in a packed error
+
+
+def _pack(err: UserError) -> str:
+    """A data error as text for :func:`_agree`'s broadcast: its parameter (if any) and message."""
+    return f"{err.param}{_SEP}{err.message}" if err.param else err.message
+
+
+def _unpack(text: str) -> UserError:
+    """The :class:`UserError` of :func:`_pack`'s text."""
+    param, sep, message = text.partition(_SEP)
+    return UserError(message, param=param) if sep else UserError(text)
+
+
 class _DataStop(Exception):
     """Raised on every rank once the ranks agreed that one of them met a data error."""
 
@@ -436,7 +450,7 @@ def _train_step(w: _Worker) -> None:
     try:
         batch, message = next(w.batches), None
     except UserError as err:  # a bad shard, no usable stack: every rank stops (see _agree)
-        batch, message = None, str(err)
+        batch, message = None, _pack(err)
     _agree(message, w.rank, w.world, w.device)
     x, y, where = batch
     w.model.train()  # validation leaves it in eval mode
@@ -478,7 +492,7 @@ def _epoch_metrics(w: _Worker, epoch: int, train_s: float) -> dict:
         )
         message = None
     except UserError as err:  # a bad val shard: every rank stops (see _agree)
-        confusion, message = None, str(err)
+        confusion, message = None, _pack(err)
     _agree(message, w.rank, w.world, w.device)
     cm = torch.from_numpy(confusion)
     val_s = time.perf_counter() - t0
@@ -573,7 +587,7 @@ def train_loop(config: dict) -> dict | None:
         try:
             parts, message = _setup(job, rank, world), None
         except UserError as err:  # e.g. a checkpoint of another seed: every rank stops
-            parts, message = None, str(err)
+            parts, message = None, _pack(err)
         _agree(message, rank, world, device)
         w = _start_worker(job, parts, rank, world, device, config.get("progress"))
         _train(w)
@@ -952,7 +966,7 @@ def _fit(make_trainer, total: int | None, log):
     result = outcome["result"]
     value = getattr(result, "return_value", None)
     if isinstance(value, dict) and value.get("error"):
-        raise UserError(value["error"])
+        raise _unpack(value["error"])
     return result, restarts
 
 

@@ -32,3 +32,11 @@ def test_errors_survive_pickling_with_their_parameter(err):
     back = pickle.loads(pickle.dumps(err))  # Ray moves a worker's error to the driver this way
     assert type(back) is type(err) and str(back) == str(err) and back.param == err.param
     assert back.for_cli() == err.for_cli()
+
+
+def test_a_training_data_error_keeps_its_parameter_across_the_ranks():
+    from models.train import _pack, _unpack
+
+    for err in (UserError("holds a run with seed 3", param="out"), DatasetError("shard a: bad")):
+        back = _unpack(_pack(err))
+        assert back.for_cli() == err.for_cli() and back.param == err.param
