@@ -79,6 +79,7 @@ def test_no_credentials_in_repr_or_pickle(monkeypatch):
     assert "very-secret-value" not in str(err.value)
     s = Store("s3://b/x", "http://127.0.0.1:9000")
     assert repr(s) == "Store(url='s3://b/x', endpoint='http://127.0.0.1:9000')"
+    assert s.safe_url() == "s3://b/x"
     assert b"very-secret-value" not in pickle.dumps(s)
 
 

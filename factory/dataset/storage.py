@@ -183,6 +183,10 @@ class Store:
         """The store of another ``url`` with this one's endpoint (a Store is returned as is)."""
         return url if isinstance(url, Store) else Store(str(url), self.endpoint)
 
+    def safe_url(self) -> str:
+        """The URL for messages (never with a user:password part)."""
+        return safe_url(self.url)
+
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
