@@ -50,6 +50,8 @@ def test_s3_urls_are_checked():
     assert not s.is_local
     assert Store("s3://bucket").path == "bucket"
     assert s.child("manifest.json").url == "s3://bucket/some/prefix/manifest.json"
+    assert s.child("/abs").url == "s3://bucket/some/prefix/abs"  # never leaves for a local path
+    assert s.join("/a", "", "b") == "bucket/some/prefix/a/b"
     with pytest.raises(UserError, match="no bucket"):
         Store("s3:///prefix")
     with pytest.raises(UserError, match="unsupported scheme 'gs'"):

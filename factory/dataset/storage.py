@@ -120,6 +120,11 @@ def _s3_filesystem(endpoint: str | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def _relative(parts) -> list[str]:
+    """``parts`` without empty ones, each relative (a leading ``/`` never leaves the store)."""
+    return [p.lstrip("/") for p in parts if p and p.lstrip("/")]
+
+
 @dataclass(frozen=True)
 class Store:
     """A local directory or an ``s3://bucket/prefix`` (see the module docstring).
@@ -169,7 +174,7 @@ class Store:
 
     def child(self, *parts: str) -> Store:
         """The store at ``url/parts...`` (same endpoint and file system)."""
-        sub = Store(posixpath.join(self.url, *parts), self.endpoint)
+        sub = Store(self.url_of(*parts), self.endpoint)
         object.__setattr__(sub, "_fs", self._fs)
         return sub
 
@@ -193,11 +198,11 @@ class Store:
 
     def join(self, *parts: str) -> str:
         """The path inside :attr:`fs` of ``parts`` under the store."""
-        return posixpath.join(self.path, *filter(None, parts))
+        return posixpath.join(self.path, *_relative(parts))
 
     def url_of(self, *parts: str) -> str:
         """The URL of ``parts`` under the store (for messages)."""
-        return posixpath.join(self.url, *filter(None, parts))
+        return posixpath.join(self.url, *_relative(parts))
 
     def info(self, sub: str = "") -> pafs.FileInfo:
         return self.fs.get_file_info(self.join(sub))
