@@ -72,17 +72,18 @@ def _upload(local: str, fs, root: str) -> None:
                 dst.write(src.read())
 
 
-def input_rate(url: str, cfg, endpoint_url: str | None = None) -> tuple[float, int, float]:
-    """``(stacks/s, stacks, seconds)`` of one pass over the dataset's train shards."""
+def input_rate(url, cfg) -> tuple[float, int, float]:
+    """``(stacks/s, stacks, seconds)`` of one pass over the train shards of the dataset ``url``
+    (a Store, or a path or URL)."""
     from factory.dataset.manifest import read_manifest
     from models.data import SampleSource, StackStream
     from models.order import StreamState, block_size_for
 
-    m = read_manifest(url, endpoint_url=endpoint_url)
+    m = read_manifest(url)
     shards = m.split_shards("train")
     ncls = len(m.labels["classes"])
     t0 = time.perf_counter()
-    src = SampleSource(url, shards, endpoint_url=endpoint_url, fields=m.fields, num_classes=ncls)
+    src = SampleSource(url, shards, fields=m.fields, num_classes=ncls)
     state = StreamState.new(src.n, block_size_for(src.n, cfg.mix_volumes, 1), cfg.seed, 1)
     n = 0
     for x, _, where in StackStream(src, cfg, state, 0).batches():
@@ -140,7 +141,7 @@ def main() -> None:
     os.environ.pop("AWS_SESSION_TOKEN", None)
 
     from factory.dataset.manifest import read_manifest
-    from factory.dataset.storage import resolve_filesystem
+    from factory.dataset.storage import Store
     from models.config import TrainConfig
 
     nets = [tuple(int(v) for v in item.split(":")) for item in args.nets.split(",")]
@@ -177,9 +178,9 @@ def main() -> None:
             import boto3
 
             boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-            fs, root = resolve_filesystem("s3://bench/ds", endpoint_url=endpoint)
-            _upload(data, fs, root)
-            s3, n_s3, t_s3 = input_rate("s3://bench/ds", cfg, endpoint_url=endpoint)
+            store = Store("s3://bench/ds", endpoint)
+            _upload(data, store.fs, store.path)
+            s3, n_s3, t_s3 = input_rate(store, cfg)
         finally:
             server.stop()
 

@@ -134,6 +134,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a segmentation network on a dataset's shards with Ray Train (resumable)."""
+        from factory.dataset.storage import Store
         from models.config import default_train_preset, parse_train_config
         from models.train import train
 
@@ -162,10 +163,9 @@ def register(app: typer.Typer) -> None:
         )
         summary = train(
             cfg,
-            data[0] if len(data) == 1 else data,
-            out,
-            endpoint_url=endpoint_url,
-            init=init,
+            [Store(d, endpoint_url) for d in data],
+            Store(out, endpoint_url),
+            init=None if init is None else Store(init, endpoint_url),
             real=real,
             real_labels=real_labels,
             progress=True,
@@ -229,14 +229,14 @@ def register(app: typer.Typer) -> None:
                 out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json,
             )  # fmt: skip
             return
+        from factory.dataset.storage import Store
         from models.evaluate import evaluate_checkpoint
 
         result = evaluate_checkpoint(
-            model,
-            data,
+            Store(model, endpoint_url),
+            Store(data, endpoint_url),
             split=split,
             out=out,
-            endpoint_url=endpoint_url,
             batch_size=batch_size,
             max_samples=max_samples,
             allow_bad_shards=allow_bad_shards,
@@ -277,15 +277,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
         record of the voxel sizes used."""
+        from factory.dataset.storage import Store
         from models.segment import segment_file
 
         if voxel_nm is not None and voxel_nm <= 0:
             raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
         segment_file(
-            model,
+            Store(model, endpoint_url),
             input_path,
             out,
-            endpoint_url=endpoint_url,
             voxel_nm=voxel_nm,
             fov=fov,
             batch_size=batch_size,
@@ -297,16 +297,24 @@ def register(app: typer.Typer) -> None:
 
 
 def _evaluate_real(
-    model: str, real: str, real_labels: str | None, *, as_json: bool, **kwargs
+    model: str,
+    real: str,
+    real_labels: str | None,
+    *,
+    as_json: bool,
+    endpoint_url: str | None,
+    **kwargs,
 ) -> None:
     """``simaq evaluate --real``: score, then print JSON or a table of IoU/Dice per class."""
+    from factory.dataset.storage import Store
     from models.evaluate import evaluate_real
 
     if real_labels is None:
         raise UserError("--real-labels: required with --real (the sparse labels to score on)")
     if kwargs.get("voxel_nm") is not None and kwargs["voxel_nm"] <= 0:
         raise UserError(f"--voxel-nm: must be > 0, got {kwargs['voxel_nm']}")
-    result = evaluate_real(model, real, real_labels, progress=not as_json, **kwargs)
+    model_store = Store(model, endpoint_url)
+    result = evaluate_real(model_store, real, real_labels, progress=not as_json, **kwargs)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
         return

@@ -33,6 +33,7 @@ from factory.errors import UserError
 from schemas import IGNORE_INDEX
 
 if TYPE_CHECKING:  # pydantic is not needed to augment or stack slices (bench/gpu.py's machine)
+    from factory.dataset.storage import Store
     from schemas.dataset import FieldSpec, ShardRecord
     from schemas.sample import SampleMeta
 
@@ -234,10 +235,9 @@ def augment_batch(
 
 
 def iter_volumes(
-    dataset_url: str,
+    dataset: str | Store,
     shards: list[ShardRecord],
     *,
-    endpoint_url: str | None = None,
     fields: dict[str, FieldSpec] | None = None,
     num_classes: int | None = None,
     allow_bad_shards: bool = False,
@@ -250,27 +250,27 @@ def iter_volumes(
     or with ``allow_bad_shards`` is skipped (``on_bad(url, reason)`` is called). Records given as
     dicts are validated first (:func:`~factory.dataset.manifest.as_shard`).
     """
-    from factory.dataset.manifest import DatasetError, as_fields, as_shard, iter_samples
+    from factory.dataset.manifest import (
+        DatasetError,
+        as_fields,
+        as_shard,
+        dataset_store,
+        iter_samples,
+        shard_store,
+    )
 
-    fields = as_fields(fields)
+    fields, dataset = as_fields(fields), dataset_store(dataset)
     for raw in shards:
         rec = raw
         try:
             rec = as_shard(raw)
-            for s in iter_samples(_root(rec, dataset_url), rec, endpoint_url=endpoint_url,
-                                  fields=fields):  # fmt: skip
+            for s in iter_samples(shard_store(dataset, rec), rec, fields=fields):
                 yield *training_pair(s, rec, input_field, num_classes), s.get("meta")
         except DatasetError as err:
             if not allow_bad_shards:
                 raise
             if on_bad is not None:
                 on_bad(_url_of(rec), str(err))
-
-
-def _root(rec: ShardRecord, dataset_url: str) -> str:
-    """The root of the dataset holding ``rec``: its own for a mixture's shard, else
-    ``dataset_url``."""
-    return getattr(rec, "root", None) or dataset_url  # a RootedShard names its dataset
 
 
 def _url_of(rec) -> str:
@@ -308,19 +308,18 @@ class SampleSource:
 
     def __init__(
         self,
-        dataset_url: str,
+        dataset: str | Store,
         shards: list[ShardRecord],
         *,
-        endpoint_url: str | None = None,
         fields: dict[str, FieldSpec] | None = None,
         num_classes: int | None = None,
         allow_bad_shards: bool = False,
         on_bad: Callable[[str, str], None] | None = None,
         input_field: str = "recon",
     ):
-        from factory.dataset.manifest import as_fields, as_shard
+        from factory.dataset.manifest import as_fields, as_shard, dataset_store
 
-        self.url, self.endpoint_url = dataset_url, endpoint_url
+        self.dataset = dataset_store(dataset)
         self.shards = [as_shard(s) for s in shards]  # dicts validated (urls stay in the root)
         self.fields, self.num_classes = as_fields(fields), num_classes
         self.input_field = input_field
@@ -353,13 +352,12 @@ class SampleSource:
         rec, idx, j = self.locate(i)
         try:
             if j not in self._spans:
-                self._spans[j] = shard_spans(self.url, rec, endpoint_url=self.endpoint_url)
+                self._spans[j] = shard_spans(self.dataset, rec)
             spans = self._spans[j]
             if spans is None:
                 return None
             s = read_sample(
-                self.url, rec, idx, spans[idx], endpoint_url=self.endpoint_url,
-                fields=self.fields, fh=self._file(j, rec),
+                self.dataset, rec, idx, spans[idx], fields=self.fields, fh=self._file(j, rec),
             )  # fmt: skip
             return training_pair(s, rec, self.input_field, self.num_classes)
         except DatasetError as err:
@@ -377,7 +375,7 @@ class SampleSource:
         if j in self._open:
             self._open.move_to_end(j)
             return self._open[j]
-        fh = self._open[j] = open_shard(self.url, rec, endpoint_url=self.endpoint_url)
+        fh = self._open[j] = open_shard(self.dataset, rec)
         while len(self._open) > keep:
             self._open.popitem(last=False)[1].close()
         return fh

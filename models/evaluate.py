@@ -15,6 +15,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from models.objects import write_rows as write_object_rows
 from schemas import IGNORE_INDEX
 from schemas.dataset import Manifest, ShardRecord
 from schemas.sample import SampleMeta
+
+if TYPE_CHECKING:
+    from factory.dataset.storage import Store
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
@@ -231,11 +235,10 @@ def _result(manifest: Manifest, split: str, tally: _Tally, bad: dict[str, str]) 
 
 def evaluate_dataset(
     predict: Callable[[np.ndarray], np.ndarray],
-    dataset_url: str,
+    dataset_url: str | Store,
     *,
     split: str = "test",
     axis: int = 1,
-    endpoint_url: str | None = None,
     max_samples: int | None = None,
     allow_bad_shards: bool = False,
     progress: bool = False,
@@ -264,7 +267,7 @@ def evaluate_dataset(
     from factory.dataset.manifest import read_manifest
     from models.data import iter_volumes
 
-    m = read_manifest(dataset_url, endpoint_url=endpoint_url)
+    m = read_manifest(dataset_url)
     names = [c["name"] for c in sorted(m.labels["classes"], key=lambda c: c["id"])]
     shards = _split_shards(m, split)
     total = sum(s.nsamples for s in shards)
@@ -276,7 +279,6 @@ def evaluate_dataset(
     for recon, lab, meta in iter_volumes(
         dataset_url,
         shards,
-        endpoint_url=endpoint_url,
         fields=m.fields,
         num_classes=len(names),
         allow_bad_shards=allow_bad_shards,
@@ -338,12 +340,11 @@ def write_rows(rows: list[dict], path: str) -> None:
 
 
 def evaluate_checkpoint(
-    model_url: str,
-    dataset_url: str,
+    model_url: str | Store,
+    dataset_url: str | Store,
     *,
     split: str = "test",
     out: str | None = None,
-    endpoint_url: str | None = None,
     batch_size: int = 16,
     device: str | None = None,
     max_samples: int | None = None,
@@ -363,9 +364,9 @@ def evaluate_checkpoint(
     )
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
+    model, state = load_checkpoint(model_url, map_location=dev)
     model.to(dev)
-    m = read_manifest(dataset_url, endpoint_url=endpoint_url)
+    m = read_manifest(dataset_url)
     check_same_labels(state["labels"], m.labels, "--model")
     arch = state["arch"]
 
@@ -390,7 +391,6 @@ def evaluate_checkpoint(
         dataset_url,
         split=split,
         axis=int(arch["axis"]),
-        endpoint_url=endpoint_url,
         max_samples=max_samples,
         allow_bad_shards=allow_bad_shards,
         progress=progress,
@@ -581,7 +581,7 @@ def _method_summary(scores: dict, id_names: dict, **extra) -> dict:
 
 
 def evaluate_real(
-    model_url: str,
+    model_url: str | Store,
     real: str,
     real_labels: str,
     *,
@@ -589,7 +589,6 @@ def evaluate_real(
     ignore: int = IGNORE_INDEX,
     voxel_nm: float | None = None,
     out: str | None = None,
-    endpoint_url: str | None = None,
     batch_size: int = 16,
     device: str | None = None,
     progress: bool = False,
@@ -608,7 +607,7 @@ def evaluate_real(
     from models.volume_io import input_voxel_nm
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
+    model, state = load_checkpoint(model_url, map_location=dev)
     model.to(dev)
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     lut, named = parse_class_map(class_map, names)

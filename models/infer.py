@@ -12,12 +12,16 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from factory.errors import UserError
 from models.data import check_window, slice_stack
+
+if TYPE_CHECKING:
+    from factory.dataset.storage import Store
 
 CKPT_FORMAT = "simaq-model-v1"
 STATE_NAME = "state.json"
@@ -80,20 +84,19 @@ def save_checkpoint(
         json.dump({"format": CKPT_FORMAT, **state}, fh, indent=1)
 
 
-def _fs(url: str, endpoint_url: str | None):
-    from factory.dataset.storage import resolve_filesystem
+def _store(where: str | Store) -> Store:
+    """A checkpoint location as a Store (see :func:`factory.dataset.storage.as_store`)."""
+    from factory.dataset.storage import as_store
 
-    return resolve_filesystem(str(url), endpoint_url=endpoint_url)
+    return as_store(where)
 
 
-def _read_state(fs, path: str) -> dict | None:
-    from factory.dataset.storage import is_file, read_bytes
-
-    p = posixpath.join(path, STATE_NAME)
-    if not is_file(fs, p):
+def _read_state(store: Store, sub: str = "") -> dict | None:
+    p = store.join(sub, STATE_NAME)
+    if not store.is_file(posixpath.join(sub, STATE_NAME)):
         return None
     try:
-        state = json.loads(read_bytes(fs, p))
+        state = json.loads(store.read_bytes(posixpath.join(sub, STATE_NAME)))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"checkpoint: {p} is not valid JSON ({err})") from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
@@ -101,39 +104,36 @@ def _read_state(fs, path: str) -> dict | None:
     return state
 
 
-def find_checkpoint(url: str, *, endpoint_url: str | None = None) -> tuple[str, dict] | None:
+def find_checkpoint(url: str | Store) -> tuple[str, dict] | None:
     """``(path, state)`` of the checkpoint at ``url``: the directory itself if it holds
     ``state.json``, else the latest (highest step) checkpoint under it (a run directory); None if
-    there is none."""
-    fs, path = _fs(url, endpoint_url)
-    return _find_in(fs, path)
+    there is none. ``path`` is inside the store's file system."""
+    found = _find_in(_store(url))
+    return None if found is None else (found[0].path, found[1])
 
 
-def _find_in(fs, path: str) -> tuple[str, dict] | None:
-    from factory.dataset.storage import is_file, list_dir
-
-    state = _read_state(fs, path)
+def _find_in(store: Store) -> tuple[Store, dict] | None:
+    state = _read_state(store)
     if state is not None:
-        return path, state
+        return store, state
     best = None
-    for info in list_dir(fs, path, recursive=True):
+    for info in store.list(recursive=True):
         if info.base_name == STATE_NAME and "checkpoint_" in info.path:
-            d = posixpath.dirname(info.path)
-            if not is_file(fs, posixpath.join(d, MODEL_NAME)):
+            d = posixpath.relpath(posixpath.dirname(info.path), store.path)
+            if not store.is_file(posixpath.join(d, MODEL_NAME)):
                 continue  # a checkpoint whose upload was cut (a killed run): not a checkpoint
-            st = _read_state(fs, d)
-            key = (int(st.get("step", 0)), int(st.get("epoch", 0)), d)
+            st = _read_state(store, d)
+            key = (int(st.get("step", 0)), int(st.get("epoch", 0)), store.join(d))
             if best is None or key > best[0]:
                 best = (key, d, st)
-    return (best[1], best[2]) if best else None
+    return (store.child(best[1]), best[2]) if best else None
 
 
-def _load_tensor_file(fs, path: str, map_location):
-    from factory.dataset.storage import read_bytes
-
+def _load_tensor_file(ckpt: Store, name: str, map_location):
+    path = ckpt.join(name)
     try:
         return torch.load(
-            io.BytesIO(read_bytes(fs, path)), map_location=map_location, weights_only=True
+            io.BytesIO(ckpt.read_bytes(name)), map_location=map_location, weights_only=True
         )
     except FileNotFoundError:
         raise UserError(f"checkpoint: {path} is missing") from None
@@ -141,42 +141,41 @@ def _load_tensor_file(fs, path: str, map_location):
         raise UserError(f"checkpoint: cannot load {path} ({type(err).__name__}: {err})") from None
 
 
-def resolve_model_path(
-    url: str, *, endpoint_url: str | None = None, what: str = "--model"
-) -> tuple[str, dict]:
+def resolve_model_path(url: str | Store, *, what: str = "--model") -> tuple[str, dict]:
     """``(checkpoint directory, state)`` of a ``--model`` argument.
 
     ``url`` (local or ``s3://``) may be a run directory (its latest checkpoint is used), a
     checkpoint directory (``RUN/ray/checkpoint_000001``) or the checkpoint's ``model.pt``;
     anything else raises :class:`UserError` with one line naming the path and what was expected.
+    The directory is a path inside the store's file system.
     """
-    from factory.dataset.storage import exists, is_file, safe_url
+    ckpt, state = _resolve_checkpoint(_store(url), what)
+    return ckpt.path, state
+
+
+def _resolve_checkpoint(store: Store, what: str) -> tuple[Store, dict]:
+    from factory.dataset.storage import safe_url
 
     expected = (
         "expected a run directory, a checkpoint directory (RUN/ray/checkpoint_NNNNNN) "
         f"or its {MODEL_NAME}"
     )
-    shown = safe_url(str(url))
-    fs, path = _fs(url, endpoint_url)
-    if not exists(fs, path):
+    shown = safe_url(store)
+    if not store.exists():
         raise UserError(f"{what}: no such file or directory {shown!r} ({expected})")
-    if is_file(fs, path):
-        if (
-            posixpath.basename(path) != MODEL_NAME
-            or _read_state(fs, posixpath.dirname(path)) is None
-        ):
+    if store.is_file():
+        if store.name != MODEL_NAME or _read_state(store.parent()) is None:
             raise UserError(f"{what}: {shown!r} is a file, not a checkpoint ({expected})")
-        path = posixpath.dirname(path)
-    found = _find_in(fs, path)
+        store = store.parent()
+    found = _find_in(store)
     if found is None:
         raise UserError(f"{what}: no checkpoint in {shown!r} ({expected})")
     return found
 
 
 def load_checkpoint(
-    url: str,
+    url: str | Store,
     *,
-    endpoint_url: str | None = None,
     map_location="cpu",
     with_optimizer: bool = False,
     what: str = "--model",
@@ -185,8 +184,8 @@ def load_checkpoint(
     directory or a checkpoint's ``model.pt`` (see :func:`resolve_model_path`)."""
     from models.unet import build_model
 
-    path, state = resolve_model_path(url, endpoint_url=endpoint_url, what=what)
-    fs, _ = _fs(url, endpoint_url)
+    ckpt, state = _resolve_checkpoint(_store(url), what)
+    path = ckpt.path
     try:
         arch = state["arch"]
         model = build_model(
@@ -198,7 +197,7 @@ def load_checkpoint(
         )
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"checkpoint: {path}/{STATE_NAME} has a bad architecture ({err})") from None
-    sd = _load_tensor_file(fs, posixpath.join(path, MODEL_NAME), map_location)
+    sd = _load_tensor_file(ckpt, MODEL_NAME, map_location)
     try:
         model.load_state_dict(sd)
     except RuntimeError as err:
@@ -206,10 +205,8 @@ def load_checkpoint(
     model.eval()
     state = {**state, "path": path}
     if with_optimizer:
-        from factory.dataset.storage import is_file
-
-        op = posixpath.join(path, OPTIM_NAME)
-        opt = _load_tensor_file(fs, op, map_location) if is_file(fs, op) else None
+        has_opt = ckpt.is_file(OPTIM_NAME)
+        opt = _load_tensor_file(ckpt, OPTIM_NAME, map_location) if has_opt else None
         return model, state, opt
     return model, state
 

@@ -37,11 +37,15 @@ import json
 import math
 import os
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from factory.errors import UserError
+
+if TYPE_CHECKING:
+    from factory.dataset.storage import Store
 
 
 @dataclass(frozen=True)
@@ -302,11 +306,10 @@ def output_paths(output: str) -> tuple[str, str, str]:
 
 
 def segment_file(
-    model_url: str,
+    model_url: str | Store,
     input_path: str,
     output: str,
     *,
-    endpoint_url: str | None = None,
     voxel_nm: float | None = None,
     fov: str = "cylinder",
     batch_size: int = 16,
@@ -334,7 +337,7 @@ def segment_file(
         raise UserError(f"--fov: expected 'cylinder' or 'all', got {fov!r}")
     overrides = parse_min_radius(min_radius or [])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, state = load_checkpoint(model_url, endpoint_url=endpoint_url, map_location=dev)
+    model, state = load_checkpoint(model_url, map_location=dev)
     model.to(dev)
     raw, header_nm = read_volume(input_path)
     if not np.isfinite(raw).all():

@@ -41,16 +41,18 @@ import json
 import logging
 import math
 import os
-import posixpath
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from factory.errors import UserError
 from schemas.dataset import FieldSpec, Manifest, RootedShard, ShardRecord
+
+if TYPE_CHECKING:
+    from factory.dataset.storage import Store
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
@@ -61,17 +63,16 @@ RAY_NAME = "ray"
 # --- run directory files --------------------------------------------------------------------------
 
 
-def _write_file(fs, path: str, data: bytes) -> None:
-    from factory.dataset.storage import is_local
-
-    if is_local(fs):
+def _write_file(store: Store, name: str, data: bytes) -> None:
+    path = store.join(name)
+    if store.is_local:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.part"
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     else:
-        with fs.open_output_stream(path) as fh:
+        with store.fs.open_output_stream(path) as fh:
             fh.write(data)
 
 
@@ -130,9 +131,10 @@ class TrainJob:
     ----------
     cfg : TrainConfig
         The run's training parameters.
-    data_url : str
-        Absolute dataset root (local or ``s3://``); a mixture's shards carry their own ``root``
-        (:class:`~schemas.dataset.RootedShard`).
+    data : Store
+        The dataset root (local or ``s3://``, absolute, with its endpoint); a mixture's shards
+        carry their own ``root`` (:class:`~schemas.dataset.RootedShard`), read with this store's
+        endpoint.
     fields : dict of str to FieldSpec
         The manifest's field descriptions (dtype and shape bounds checked on read).
     train_shards, val_shards : list of ShardRecord
@@ -148,15 +150,14 @@ class TrainJob:
     """
 
     cfg: Any
-    data_url: str
-    endpoint_url: str | None
+    data: Store
     fields: dict[str, FieldSpec]
     class_names: list[str]
     train_shards: list[ShardRecord]
     val_shards: list[ShardRecord]
     steps_per_epoch: int
     total_steps: int
-    run_dir: str
+    run_dir: Store
     ckpt_meta: dict
     init_weights: dict | None = None
     real: tuple | None = None
@@ -202,9 +203,8 @@ def _val_confusion(model, job: TrainJob, rank: int, world: int, device, on_bad=N
     cm = np.zeros((ncls, ncls), np.int64)
     shards, quota = val_plan(job.val_shards, rank, world, cfg.val_slices)
     for recon, lab, _ in iter_volumes(
-        job.data_url,
+        job.data,
         shards,
-        endpoint_url=job.endpoint_url,
         fields=job.fields,
         num_classes=ncls,
         allow_bad_shards=cfg.allow_bad_shards,
@@ -312,7 +312,7 @@ def _setup(job: TrainJob, rank: int, world: int) -> dict:
     )
     opt_state, saved = _restore(job, net)
     source = SampleSource(
-        job.data_url, job.train_shards, endpoint_url=job.endpoint_url, fields=job.fields,
+        job.data, job.train_shards, fields=job.fields,
         num_classes=job.num_classes, allow_bad_shards=cfg.allow_bad_shards,
     )  # fmt: skip
     state = _stream_state(job, saved, source.n, world)
@@ -619,11 +619,8 @@ def _train(w: _Worker) -> None:
 
 
 def _write_run_outputs(job: TrainJob, history: list[dict]) -> None:
-    from factory.dataset.storage import resolve_filesystem
-
-    fs, root = resolve_filesystem(job.run_dir, endpoint_url=job.endpoint_url)
-    _write_file(fs, posixpath.join(root, METRICS_FILE), metrics_csv(history))
-    _write_file(fs, posixpath.join(root, CURVE_FILE), curve_png(history, job.class_names))
+    _write_file(job.run_dir, METRICS_FILE, metrics_csv(history))
+    _write_file(job.run_dir, CURVE_FILE, curve_png(history, job.class_names))
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -693,7 +690,7 @@ class TrainingData:
         )  # fmt: skip
 
 
-def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> TrainingData:
+def read_datasets(urls: list[str | Store]) -> TrainingData:
     """What training reads of one dataset, or of a mixture of several trained on together.
 
     A mixture's datasets must share the label table, the voxel size, the reconstruction's
@@ -701,10 +698,12 @@ def read_datasets(urls: list[str], *, endpoint_url: str | None = None) -> Traini
     (each shard record carries its dataset's root as ``root``), so stacks are drawn from each in
     proportion to its samples. Its ``content_sha256`` is the SHA-256 of the members' in order.
     """
-    from factory.dataset.manifest import read_manifest
+    from factory.dataset.manifest import dataset_store, read_manifest
     from models.infer import check_same_labels
 
-    ms = [read_manifest(u, endpoint_url=endpoint_url) for u in urls]
+    stores = [dataset_store(u) for u in urls]
+    urls = [st.url for st in stores]
+    ms = [read_manifest(st) for st in stores]
     if len(ms) == 1:
         return TrainingData.of(ms[0])
     first, base, fields = ms[0], _mixture_key(ms[0]), ms[0].fields
@@ -786,22 +785,21 @@ def _normalization(manifest: Manifest) -> dict:
     }
 
 
-def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> bool:
+def _open_run_dir(run_dir: Store, cfg, m: TrainingData, log) -> bool:
     """Check ``run_dir`` against this run (same dataset and architecture) and write ``run.json``.
 
     Returns True if this call created the directory (a failed run then removes it again).
     """
-    from factory.dataset.storage import is_file, is_local, read_bytes, safe_url
+    from factory.dataset.storage import safe_url
     from models.config import ARCH_FIELDS
     from models.infer import check_same_labels
 
     created = False
-    if is_local(fs) and not os.path.exists(root):
-        os.makedirs(root)
+    if run_dir.is_local and not os.path.exists(run_dir.path):
+        os.makedirs(run_dir.path)
         created = True
-    run_path = posixpath.join(root, RUN_FILE)
-    if is_file(fs, run_path):
-        old = json.loads(read_bytes(fs, run_path))
+    if run_dir.is_file(RUN_FILE):
+        old = json.loads(run_dir.read_bytes(RUN_FILE))
         for k in ARCH_FIELDS:
             if old["arch"].get(k) != getattr(cfg, k):
                 raise UserError(
@@ -809,7 +807,7 @@ def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> boo
                     f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
                 )
         old_seed = (old.get("train_config") or {}).get("seed", cfg.seed)
-        if old_seed != cfg.seed and _has_checkpoint(fs, root):
+        if old_seed != cfg.seed and _has_checkpoint(run_dir):
             raise UserError(
                 f"--out: {safe_url(run_dir)!r} holds a run with seed {old_seed}; its stream "
                 f"order depends on it: resume it with --seed {old_seed} (or use another --out)"
@@ -821,7 +819,7 @@ def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> boo
                 "(use another --out)"
             )
         check_same_labels(old["labels"], m.labels, "--out")
-        if _has_checkpoint(fs, root):
+        if _has_checkpoint(run_dir):
             log(f"resuming the run in {safe_url(run_dir)}")
     doc = {
         "arch": cfg.arch(),
@@ -829,26 +827,24 @@ def _open_run_dir(fs, root: str, run_dir: str, cfg, m: TrainingData, log) -> boo
         "labels": m.labels,
         "train_config": cfg.model_dump(),
     }
-    _write_file(fs, run_path, json.dumps(doc, indent=1).encode())
+    _write_file(run_dir, RUN_FILE, json.dumps(doc, indent=1).encode())
     return created
 
 
-def _has_checkpoint(fs, root: str) -> bool:
-    import pyarrow.fs as pafs
-
+def _has_checkpoint(run_dir: Store) -> bool:
     try:
-        infos = fs.get_file_info(pafs.FileSelector(posixpath.join(root, RAY_NAME), recursive=False))
-    except (FileNotFoundError, OSError):
+        infos = run_dir.list(RAY_NAME)
+    except OSError:
         return False
     return any(i.base_name.startswith("checkpoint_") for i in infos)
 
 
-def _remove_failed_run(fs, root: str) -> None:
-    """Remove a run directory this run created if no checkpoint made it worth keeping."""
+def _remove_failed_run(run_dir: Store) -> None:
+    """Remove a (local) run directory this run created if no checkpoint made it worth keeping."""
     import shutil
 
-    if not _has_checkpoint(fs, root):
-        shutil.rmtree(root, ignore_errors=True)
+    if not _has_checkpoint(run_dir):
+        shutil.rmtree(run_dir.path, ignore_errors=True)
 
 
 def _cpus_per_worker(workers: int) -> float:
@@ -1044,13 +1040,13 @@ def _data_splits(m: TrainingData, cfg) -> tuple[list[ShardRecord], list[ShardRec
     return train_shards, val_shards, shape
 
 
-def _init_from(init: str, cfg, m: TrainingData, endpoint_url: str | None):
+def _init_from(init: str | Store, cfg, m: TrainingData):
     """``--init``: the checkpoint's weights, its architecture forced onto ``cfg``, and a record."""
     from factory.dataset.storage import safe_url
     from models.config import ARCH_FIELDS, TrainConfig
     from models.infer import check_same_labels, load_checkpoint
 
-    model, st = load_checkpoint(init, endpoint_url=endpoint_url, what="--init")
+    model, st = load_checkpoint(init, what="--init")
     check_same_labels(st["labels"], m.labels, "--init")
     arch = st["arch"]
     cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
@@ -1065,21 +1061,21 @@ def _init_from(init: str, cfg, m: TrainingData, endpoint_url: str | None):
 def plan_job(
     cfg,
     m: TrainingData,
-    data_url: str,
-    run_dir: str,
+    data: Store,
+    run_dir: Store,
     *,
-    endpoint_url: str | None = None,
-    init: str | None = None,
+    init: str | Store | None = None,
     real: str | None = None,
     real_labels: str | None = None,
 ) -> TrainJob:
-    """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`; paths already absolute)."""
+    """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`) read from ``data``, written
+    to ``run_dir`` (``real``, ``real_labels``: local paths already absolute)."""
     from factory.dataset.storage import safe_url
 
     names = [c["name"] for c in sorted(m.labels["classes"], key=lambda c: c["id"])]
     init_weights, init_meta = None, None
     if init is not None:
-        cfg, init_weights, init_meta = _init_from(init, cfg, m, endpoint_url)
+        cfg, init_weights, init_meta = _init_from(init, cfg, m)
     train_shards, val_shards, shape = _data_splits(m, cfg)
     norm = dict(m.normalization)
     real_arrays = None
@@ -1098,7 +1094,7 @@ def plan_job(
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     grid = m.config.get("grid") or {}
-    dataset = {"url": safe_url(str(data_url)), "name": m.name, "version": m.version,
+    dataset = {"url": safe_url(data), "name": m.name, "version": m.version,
                "content_sha256": m.content_sha256, "voxel_nm": grid.get("voxel_nm"),
                "mixture": m.mixture}  # fmt: skip
     ckpt_meta = {
@@ -1112,22 +1108,20 @@ def plan_job(
         "real": None if real is None else {"volume": str(real), "labels": str(real_labels)},
     }
     return TrainJob(
-        cfg=cfg, data_url=str(data_url), endpoint_url=endpoint_url, fields=m.fields,
+        cfg=cfg, data=data, fields=m.fields,
         class_names=names, train_shards=train_shards, val_shards=val_shards,
-        steps_per_epoch=steps_per_epoch, total_steps=total, run_dir=str(run_dir),
+        steps_per_epoch=steps_per_epoch, total_steps=total, run_dir=run_dir,
         ckpt_meta=ckpt_meta, init_weights=init_weights, real=real_arrays,
     )  # fmt: skip
 
 
-def _trainer_factory(job: TrainJob, fs, root: str):
+def _trainer_factory(job: TrainJob):
     """``make_trainer(events, progress)`` for :func:`_fit`: a TorchTrainer of ``job`` whose
     rank 0 reports its steps to the ``events`` actor when ``progress``."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from factory.dataset.storage import is_local
-
-    cfg = job.cfg
+    cfg, run_dir = job.cfg, job.run_dir
     resources = {"CPU": cfg.cpus_per_worker or _cpus_per_worker(cfg.workers)}
     job = replace(job, threads=max(1, int(resources["CPU"])))
     if cfg.use_gpu:
@@ -1142,8 +1136,8 @@ def _trainer_factory(job: TrainJob, fs, root: str):
             ),
             run_config=ray.train.RunConfig(
                 name=RAY_NAME,
-                storage_path=root,
-                storage_filesystem=None if is_local(fs) else fs,
+                storage_path=run_dir.path,
+                storage_filesystem=None if run_dir.is_local else run_dir.fs,
                 # a failed worker group (a worker died, or raised) is restarted from the last
                 # checkpoint; data errors are no failures but a stop of every rank (_agree)
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
@@ -1157,11 +1151,10 @@ def _trainer_factory(job: TrainJob, fs, root: str):
 
 def train(
     cfg,
-    data_url: str | list[str],
-    run_dir: str,
+    data: str | Store | list[str | Store],
+    run_dir: str | Store,
     *,
-    endpoint_url: str | None = None,
-    init: str | None = None,
+    init: str | Store | None = None,
     real: str | None = None,
     real_labels: str | None = None,
     progress: bool = False,
@@ -1179,21 +1172,20 @@ def train(
     import ray
 
     from factory.cluster import start_ray
-    from factory.dataset.storage import absolute_url, resolve_filesystem, safe_url
+    from factory.dataset.manifest import dataset_store
+    from factory.dataset.storage import absolute_url, as_store, safe_url
 
     # Ray Train workers run in other working directories: every user path is made absolute here
-    urls = [data_url] if isinstance(data_url, str) else list(data_url)
-    data_urls, run_dir = [absolute_url(u) for u in urls], absolute_url(run_dir)
-    init, real, real_labels = (
-        None if p is None else absolute_url(p) for p in (init, real, real_labels)
-    )
-    m = read_datasets(data_urls, endpoint_url=endpoint_url)
+    # (a Store's local path is)
+    stores = [dataset_store(u) for u in (data if isinstance(data, list | tuple) else [data])]
+    run_dir = as_store(run_dir)
+    init = None if init is None else as_store(init)
+    real, real_labels = (None if p is None else absolute_url(p) for p in (real, real_labels))
+    m = read_datasets(stores)
     job = plan_job(
-        cfg, m, data_urls[0], run_dir, endpoint_url=endpoint_url, init=init, real=real,
-        real_labels=real_labels,
+        cfg, m, stores[0], run_dir, init=init, real=real, real_labels=real_labels,
     )  # fmt: skip
-    fs, root = resolve_filesystem(run_dir, endpoint_url=endpoint_url)
-    created = _open_run_dir(fs, root, run_dir, job.cfg, m, log)
+    created = _open_run_dir(run_dir, job.cfg, m, log)
     started = start_ray(
         address,
         verbose=verbose,
@@ -1201,18 +1193,18 @@ def train(
     )
     t0 = time.perf_counter()
     try:
-        make_trainer = _trainer_factory(job, fs, root)
+        make_trainer = _trainer_factory(job)
         result, restarts = _fit(make_trainer, job.total_steps if progress else None, log)
     except BaseException:
         if created:
-            _remove_failed_run(fs, root)
+            _remove_failed_run(run_dir)
         raise
     finally:
         if started:
             ray.shutdown()
     ckpt = getattr(result, "checkpoint", None)
     summary = {
-        "run_dir": safe_url(str(run_dir)),
+        "run_dir": safe_url(run_dir),
         "checkpoint": None if ckpt is None else ckpt.path,
         "metrics": dict(result.metrics or {}),
         "wall_s": time.perf_counter() - t0,

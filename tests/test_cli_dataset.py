@@ -12,6 +12,7 @@ from _cli import run
 from conftest import SMALL_ARGS
 
 from factory.dataset.manifest import iter_samples, read_manifest
+from factory.dataset.storage import Store
 
 TINY_ARGS = [
     "--preset",
@@ -154,7 +155,7 @@ def test_generate_to_s3_with_ray(
         "2",
     )
     assert code == 0, err
-    m = read_manifest(s3_url, endpoint_url=s3_endpoint)
+    m = read_manifest(Store(s3_url, s3_endpoint))
     assert m.content_sha256 == read_manifest(str(small_dataset)).content_sha256
     code, stdout, _ = run(monkeypatch, capsys, "verify", s3_url, "--endpoint-url", s3_endpoint)
     assert code == 0 and "ok: 4 shards" in stdout
@@ -210,7 +211,7 @@ def test_publish_verifies_and_refuses_an_existing_version(
     assert dest in stdout
     code, stdout, _ = run(monkeypatch, capsys, "verify", dest, "--endpoint-url", s3_endpoint)
     assert code == 0
-    published = read_manifest(dest, endpoint_url=s3_endpoint)
+    published = read_manifest(Store(dest, s3_endpoint))
     assert published == read_manifest(str(small_dataset))
     code, _, err = run(
         monkeypatch, capsys, "publish", str(small_dataset), s3_url, "--endpoint-url", s3_endpoint

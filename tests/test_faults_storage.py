@@ -31,6 +31,7 @@ from _cli import cli_argv, run
 from conftest import SMALL_SEED, TEST_BUCKET
 
 from factory.dataset.manifest import read_manifest
+from factory.dataset.storage import Store
 
 SEED = int(os.environ.get("SIMAQ_FAULT_SEED", "20260"))  # the cut points are drawn from it
 
@@ -258,7 +259,7 @@ def test_endpoint_lost_during_generate_then_resume(
         assert "resuming: " in err
     assert not watch.bad, watch.bad
     assert watch.checks >= 1  # the watcher saw the final manifest
-    m = read_manifest(s3_url, endpoint_url=s3_endpoint)
+    m = read_manifest(Store(s3_url, s3_endpoint))
     assert m.content_sha256 == ref_hash and m.num_samples == 6
     code, stdout, _ = run(monkeypatch, capsys, "verify", s3_url, "--endpoint-url", s3_endpoint)
     assert code == 0 and "ok: 6 shards, 6 samples" in stdout
@@ -306,7 +307,7 @@ def test_endpoint_lost_during_publish_then_rerun(
         )
         assert code == 0, err
     assert not watch.bad, watch.bad
-    assert read_manifest(dest, endpoint_url=s3_endpoint) == read_manifest(str(small_dataset))
+    assert read_manifest(Store(dest, s3_endpoint)) == read_manifest(str(small_dataset))
     code, stdout, _ = run(monkeypatch, capsys, "verify", dest, "--endpoint-url", s3_endpoint)
     assert code == 0 and "ok: 4 shards" in stdout
 
@@ -327,13 +328,12 @@ def test_credentials_come_from_env_or_config_files_never_the_manifest(
     """A manifest carrying keys, an endpoint and credentialed shard urls: the client signs with
     the environment's key (or the AWS credentials file's), never the manifest's; no secret is
     printed or written anywhere."""
-    from factory.dataset.storage import resolve_filesystem
-
     env_key, env_secret = "AKIAENVIRONMENT0001", "env-secret-7f3a9c"
     file_key, file_secret = "AKIACONFIGFILE00002", "file-secret-51d2e8"
     evil_key, evil_secret = "AKIAFROMMANIFEST003", "manifest-secret-0b6c"
     # a published copy whose manifest also carries credentials and an endpoint
-    fs, root = resolve_filesystem(s3_url, endpoint_url=s3_endpoint)
+    store = Store(s3_url, s3_endpoint)
+    fs, root = store.fs, store.path
     m = json.loads((small_dataset / "manifest.json").read_text())
     m.update(
         {

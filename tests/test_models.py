@@ -42,11 +42,11 @@ def _upload(local, fs, root: str) -> None:
 @pytest.fixture(scope="module")
 def s3_dataset(small_dataset, s3_endpoint, s3_bucket) -> str:
     """``small_dataset`` uploaded to the loopback S3 endpoint; its ``s3://`` URL."""
-    from factory.dataset.storage import resolve_filesystem
+    from factory.dataset.storage import Store
 
     url = f"s3://{s3_bucket}/models-{uuid.uuid4().hex[:8]}/ds"
-    fs, root = resolve_filesystem(url, endpoint_url=s3_endpoint)
-    _upload(small_dataset, fs, root)
+    store = Store(url, s3_endpoint)
+    _upload(small_dataset, store.fs, store.path)
     return url
 
 
@@ -295,7 +295,7 @@ def test_postprocess_nests_fills_splits_and_measures():
 def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
     monkeypatch, capsys, trained, small_dataset, s3_endpoint, s3_url, tmp_path
 ):
-    from factory.dataset.storage import list_dir, resolve_filesystem
+    from factory.dataset.storage import Store
 
     s = split_samples(small_dataset, "test")[0]
     vol = (0.3 + 0.05 * s["recon"].astype(np.float32)).astype(np.float32)
@@ -312,8 +312,9 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
         "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "4", "--val-slices", "0",
     )  # fmt: skip
     assert code == 0, err
-    fs, root = resolve_filesystem(run_url, endpoint_url=s3_endpoint)
-    names = {i.path[len(root) + 1 :] for i in list_dir(fs, root, recursive=True)}
+    run_store = Store(run_url, s3_endpoint)
+    fs, root = run_store.fs, run_store.path
+    names = {i.path[len(root) + 1 :] for i in run_store.list(recursive=True)}
     assert {"run.json", "metrics.csv", "curve.png", "ray/checkpoint_00000004/model.pt"} <= names
     state = json.loads(fs.open_input_stream(f"{root}/ray/checkpoint_00000004/state.json").read())
     assert state["init"]["step"] == 24  # started from the synthetic run's checkpoint

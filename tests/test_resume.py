@@ -128,7 +128,7 @@ def test_killed_workers_resume_to_the_same_weights_on_loopback_s3(
     (step 3: resumes from step 2 and redoes 3), in the middle of writing the epoch-end checkpoint
     (step 4: resumes from 2), right after a mid-epoch checkpoint (step 6: resumes from 6). The
     weights, the stream position, the history and ``evaluate --json`` equal the reference's."""
-    from factory.dataset.storage import read_bytes, resolve_filesystem
+    from factory.dataset.storage import Store
 
     code, _, err = run(
         monkeypatch, capsys, "publish", str(small_dataset), s3_url, "--endpoint-url", s3_endpoint
@@ -140,11 +140,11 @@ def test_killed_workers_resume_to_the_same_weights_on_loopback_s3(
                  "--set", "max_failures=3")  # fmt: skip
     assert sorted(os.listdir(tmp_path)) == ["report-6", "step-3", "write-4"]
     assert err.count("a training worker died") == 3
-    fs, root = resolve_filesystem(out, endpoint_url=s3_endpoint)
-    got = torch.load(io.BytesIO(read_bytes(fs, f"{root}/ray/{LAST}/model.pt")), weights_only=True)
+    run_dir = Store(out, s3_endpoint)
+    got = torch.load(io.BytesIO(run_dir.read_bytes(f"ray/{LAST}/model.pt")), weights_only=True)
     assert _same_weights(got, _weights(reference))
     want = json.loads((reference / "ray" / LAST / "state.json").read_text())
-    state = json.loads(read_bytes(fs, f"{root}/ray/{LAST}/state.json"))
+    state = json.loads(run_dir.read_bytes(f"ray/{LAST}/state.json"))
     assert state["stream"] == want["stream"]
     keys = ("epoch", "step", "loss", "val_mean_iou", "val_pixels")
     assert [{k: h[k] for k in keys} for h in state["history"]] == [

@@ -14,6 +14,6 @@ Modules, in the order data flows:
   :class:`schemas.dataset.Manifest`).
 * :mod:`.manifest` — safe reading for consumers: :func:`~.manifest.read_manifest`,
   :func:`~.manifest.iter_samples`.
-* :mod:`.storage` — :func:`~.storage.resolve_filesystem` for local paths and ``s3://`` URLs.
+* :mod:`.storage` — :class:`~.storage.Store`: a local path or ``s3://`` URL with its endpoint.
 * :mod:`.tools` — verify, inspect, preview, publish; :mod:`.cli` — the ``simaq`` commands.
 """

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate a sharded, versioned WebDataset of simulated samples."""
         from factory.dataset.generate import generate_dataset
-        from factory.dataset.storage import safe_url
+        from factory.dataset.storage import Store, safe_url
 
         cfg = load_generate_config(
             preset, config, sets, samples=samples, shard_size=shard_size, splits=splits
@@ -113,14 +113,13 @@ def register(app: typer.Typer) -> None:
         command = "simaq " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         m = generate_dataset(
             cfg,
-            out,
+            Store(out, endpoint_url),
             seed=seed,
             executor=executor,
             workers=workers,
             gpus_per_worker=gpus_per_worker,
             address=address,
             resume=resume,
-            endpoint_url=endpoint_url,
             progress=True,
             command=command,
             log=lambda msg: typer.echo(msg, err=True),
@@ -140,11 +139,13 @@ def register(app: typer.Typer) -> None:
         """Check every shard against the manifest: size, sha256, and each member as readers check
         it (exit 1 if a shard does not match, 2 if one matches but its content is refused)."""
         from factory.dataset.manifest import read_manifest
+        from factory.dataset.storage import Store
         from factory.dataset.tools import verify_dataset
         from schemas.dataset import WIDS_NAME
 
-        problems = verify_dataset(dataset, endpoint_url=endpoint_url, progress=True)
-        m = read_manifest(dataset, endpoint_url=endpoint_url)
+        store = Store(dataset, endpoint_url)
+        problems = verify_dataset(store, progress=True)
+        m = read_manifest(store)
         if problems:
             bad = [p for p in problems if not p.startswith(WIDS_NAME)]
             for p in problems:
@@ -171,9 +172,10 @@ def register(app: typer.Typer) -> None:
         endpoint_url: EndpointUrl = None,
     ) -> None:
         """Version, counts, sizes, class fractions and drawn parameter ranges of a dataset."""
+        from factory.dataset.storage import Store
         from factory.dataset.tools import inspect_dataset
 
-        info = inspect_dataset(dataset, endpoint_url=endpoint_url)
+        info = inspect_dataset(Store(dataset, endpoint_url))
         if as_json:
             typer.echo(json.dumps(info, indent=1))
             return
@@ -205,9 +207,10 @@ def register(app: typer.Typer) -> None:
         endpoint_url: EndpointUrl = None,
     ) -> None:
         """Centre slices of every field of one sample, with the labels overlaid, as a PNG."""
+        from factory.dataset.storage import Store
         from factory.dataset.tools import preview_dataset
 
-        typer.echo(preview_dataset(dataset, index, out, endpoint_url=endpoint_url))
+        typer.echo(preview_dataset(Store(dataset, endpoint_url), index, out))
 
     @app.command("publish")
     def publish(
@@ -218,8 +221,10 @@ def register(app: typer.Typer) -> None:
         endpoint_url: EndpointUrl = None,
     ) -> None:
         """Copy a dataset to object storage, verify the copy, and write its manifest there last."""
-        from factory.dataset.storage import safe_url
+        from factory.dataset.storage import Store, safe_url
         from factory.dataset.tools import publish_dataset
 
-        dest = publish_dataset(dataset, url, endpoint_url=endpoint_url, progress=True)
+        dest = publish_dataset(
+            Store(dataset, endpoint_url), Store(url, endpoint_url), progress=True
+        )
         typer.echo(f"published {safe_url(dest)}")

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 
 from factory.dataset.shards import ShardBuilder, ShardSpec
+from factory.dataset.storage import Store, as_store
 from factory.errors import UserError
 
 ProgressFn = Callable[[str, int], None]  # (shard name, samples done in that shard)
@@ -47,10 +48,9 @@ class ShardFailed(RuntimeError):
 def run_local(
     config,
     seed: int,
-    out_url: str,
+    out: str | Store,
     specs: list[ShardSpec],
     *,
-    endpoint_url: str | None = None,
     device: str = "cpu",
     on_progress: ProgressFn | None = None,
     on_record: RecordFn | None = None,
@@ -64,9 +64,7 @@ def run_local(
 
     threads = torch.get_num_threads()
     try:
-        builder = ShardBuilder(
-            config.to_json(), seed, out_url, endpoint_url=endpoint_url, device=device
-        )
+        builder = ShardBuilder(config.to_json(), seed, out, device=device)
         records = []
         for spec in specs:
             rec = builder.build(spec, on_progress)
@@ -82,10 +80,8 @@ def run_local(
 class _ShardActor:
     """The body of a Ray actor: one :class:`ShardBuilder` for the actor's lifetime."""
 
-    def __init__(self, config_json: dict, seed: int, out_url: str, endpoint_url, device: str):
-        self.builder = ShardBuilder(
-            config_json, seed, out_url, endpoint_url=endpoint_url, device=device
-        )
+    def __init__(self, config_json: dict, seed: int, out: Store, device: str):
+        self.builder = ShardBuilder(config_json, seed, out, device=device)
 
     def ready(self) -> str:
         """The id of the node this actor runs on."""
@@ -174,10 +170,9 @@ def ray_pool_shape(
 def run_ray(
     config,
     seed: int,
-    out_url: str,
+    out: str | Store,
     specs: list[ShardSpec],
     *,
-    endpoint_url: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     max_in_flight: int = 2,
@@ -221,7 +216,8 @@ def run_ray(
     # its restart, never stalls the shards
     progress = ray.remote(ProgressActor).options(num_cpus=0, max_restarts=-1).remote()
     cfg = config.to_json()
-    actors = [actor_cls.remote(cfg, seed, out_url, endpoint_url, device) for _ in range(n_workers)]
+    out = as_store(out)  # resolved here: the actors get the same absolute URL and endpoint
+    actors = [actor_cls.remote(cfg, seed, out, device) for _ in range(n_workers)]
     pool = _ActorPool(ray, actors, progress, specs, (num_cpus, num_gpus), max_in_flight)
     records: list[dict] = []
     try:

@@ -30,9 +30,9 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from factory.dataset import storage
 from factory.dataset.executor import ShardFailed
@@ -46,6 +46,7 @@ from factory.dataset.shards import (
     record_path,
     slim_record,
 )
+from factory.dataset.storage import TMP_DIR, Store, as_store
 from factory.errors import UserError
 from schemas.dataset import (
     FORMAT_VERSION,
@@ -125,17 +126,17 @@ def _plan_doc(config, seed: int, specs: list[ShardSpec]) -> dict:
     }
 
 
-def _check_destination(
-    fs, root: str, out: str, plan: dict, resume: bool, endpoint_url
-) -> Manifest | None:
+PLAN_PATH = posixpath.join(RECORDS_DIR, PLAN_FILE)
+
+
+def _check_destination(out: Store, plan: dict, resume: bool) -> Manifest | None:
     """Refuse to overwrite; return an existing complete manifest that ``--resume`` may reuse."""
     shown = storage.safe_url(out)
-    info = fs.get_file_info(root)
-    if info.type == storage.pafs.FileType.File:
+    if out.info().type == pafs.FileType.File:
         raise UserError(f"--out: {shown!r} is a file, not a directory")
-    if storage.is_file(fs, storage.join(root, MANIFEST_NAME)):
+    if out.is_file(MANIFEST_NAME):
         try:
-            m = read_manifest(out, endpoint_url=endpoint_url)
+            m = read_manifest(out)
         except DatasetError as err:
             raise UserError(
                 f"--out: {shown!r} holds an invalid dataset ({err}); refusing"
@@ -147,13 +148,12 @@ def _check_destination(
         raise UserError(
             f"--out: a dataset already exists at {shown!r}{why}; refusing to overwrite it"
         )
-    plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
-    if storage.is_file(fs, plan_path):
+    if out.is_file(PLAN_PATH):
         if not resume:
             raise UserError(
                 f"--out: an unfinished dataset exists at {shown!r}; pass --resume to finish it"
             )
-        old = json.loads(storage.read_bytes(fs, plan_path))
+        old = json.loads(out.read_bytes(PLAN_PATH))
         if old != plan:
             diff = [
                 k for k in ("config_sha256", "seed", "num_samples") if old.get(k) != plan.get(k)
@@ -163,9 +163,7 @@ def _check_destination(
                 f"{', '.join(diff) or 'shard plan'}; refusing to mix them"
             )
         return None
-    others = [
-        e for e in storage.list_dir(fs, root) if posixpath.basename(e.path) != storage.TMP_DIR
-    ]
+    others = [e for e in out.list() if posixpath.basename(e.path) != TMP_DIR]
     if others:
         raise UserError(
             f"--out: {shown!r} exists and is not empty (no dataset there); refusing to use it"
@@ -173,39 +171,38 @@ def _check_destination(
     return None
 
 
-def _done_records(fs, root: str, specs: list[ShardSpec]):
+def _done_records(out: Store, specs: list[ShardSpec]):
     """Records of shards already committed (record present and the shard file has its size).
 
     Yields the slim records one at a time (the caller folds them into :class:`ShardTotals`)."""
     by_name = {posixpath.basename(s.url).removesuffix(".tar") + ".json": s for s in specs}
-    for entry in storage.list_dir(fs, storage.join(root, RECORDS_DIR)):
+    for entry in out.list(RECORDS_DIR):
         spec = by_name.get(posixpath.basename(entry.path))
-        if spec is None or entry.type != storage.pafs.FileType.File:
+        if spec is None or entry.type != pafs.FileType.File:
             continue
         try:
-            rec = json.loads(storage.read_bytes(fs, entry.path))
+            rec = json.loads(out.read_bytes(record_path(spec)))
         except (OSError, ValueError):
             continue
         if any(rec.get(k) != v for k, v in spec.to_json().items()):
             continue
-        shard = fs.get_file_info(storage.join(root, spec.url))
-        if shard.type == storage.pafs.FileType.File and shard.size == rec.get("bytes"):
+        shard = out.info(spec.url)
+        if shard.type == pafs.FileType.File and shard.size == rec.get("bytes"):
             if "param_types" not in rec:
                 rec["param_types"] = param_types(rec.get("rows", []))
             yield slim_record(rec)
 
 
-def _committed_any(fs, root: str) -> bool:
-    entries = storage.list_dir(fs, storage.join(root, RECORDS_DIR))
-    return any(posixpath.basename(e.path) != PLAN_FILE for e in entries)
+def _committed_any(out: Store) -> bool:
+    return any(posixpath.basename(e.path) != PLAN_FILE for e in out.list(RECORDS_DIR))
 
 
-def _remove_run(fs, root: str) -> None:
+def _remove_run(out: Store) -> None:
     """Remove what a run wrote before its first commit (plan, temporaries, empty folders)."""
-    for sub in (RECORDS_DIR, storage.TMP_DIR, "shards"):
-        storage.delete_quietly(fs, storage.join(root, sub))
-    if storage.is_local(fs) and not storage.list_dir(fs, root):
-        storage.delete_quietly(fs, root)
+    for sub in (RECORDS_DIR, TMP_DIR, "shards"):
+        out.delete(sub)
+    if out.is_local and not out.list():
+        out.delete()
 
 
 SHARD_KEYS = ("url", "split", "first_index", "nsamples", "bytes", "sha256")  # a manifest shard
@@ -330,7 +327,7 @@ def _rows_table(rows: list[IndexRow], class_names: list[str], types: dict[str, s
 
 
 def write_index(
-    fs, root: str, shards: list[ShardRecord], class_names: list[str], types: dict[str, str]
+    out: Store, shards: list[ShardRecord], class_names: list[str], types: dict[str, str]
 ) -> dict:
     """Write ``index.parquet`` from the shards' record files; return the parameter ranges.
 
@@ -346,9 +343,7 @@ def write_index(
     import pyarrow.parquet as pq
 
     schema = _rows_table([], class_names, types).schema
-    final = storage.join(root, INDEX_NAME)
-    tmp = storage.tmp_path(root, final)
-    storage.ensure_dir(fs, posixpath.dirname(tmp))
+    tmp = out.tmp_path(INDEX_NAME)
     ranges: dict[str, tuple[float, float]] = {}
 
     def flush(writer, parts: list) -> None:
@@ -360,13 +355,13 @@ def write_index(
         merge_ranges(ranges, _param_ranges(table))
 
     try:
-        with fs.open_output_stream(tmp) as fh:
+        with out.fs.open_output_stream(out.join(tmp)) as fh:
             with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
                 parts: list = []  # merged tables of the row group being gathered
                 fresh: list = []  # one table per shard, not merged yet
                 n = n_fresh = 0
                 for shard in shards:
-                    raw = json.loads(storage.read_bytes(fs, record_path(root, shard)))["rows"]
+                    raw = json.loads(out.read_bytes(record_path(shard)))["rows"]
                     rows = [IndexRow.model_validate(r) for r in raw]
                     fresh.append(_rows_table(rows, class_names, types))
                     n += len(rows)
@@ -380,9 +375,9 @@ def write_index(
                         fresh, n_fresh = [], 0
                 if parts or fresh or not shards:
                     flush(writer, parts + fresh)
-        storage.commit(fs, tmp, final)
+        out.commit(tmp, INDEX_NAME)
     except BaseException:
-        storage.delete_quietly(fs, tmp)
+        out.delete(tmp)
         raise
     return ranges
 
@@ -415,10 +410,9 @@ def _param_ranges(table) -> dict[str, tuple[float, float]]:
 def finalize(
     config,
     seed: int,
-    out: str,
+    out: str | Store,
     records: ShardTotals | list[dict],
     *,
-    endpoint_url=None,
     command: str = "",
 ) -> Manifest:
     """Write index, card, preview, ``wids.json`` and (last) the manifest from all shard records;
@@ -431,22 +425,20 @@ def finalize(
     from schemas import label_scheme
 
     totals = records if isinstance(records, ShardTotals) else ShardTotals(records)
-    fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
+    out = as_store(out)
     scheme = label_scheme(config.labels.scheme)
     manifest = _manifest_doc(config, seed, totals, scheme)
     shards = manifest.shards
-    ranges = write_index(fs, root, shards, list(scheme.names), totals.types())
+    ranges = write_index(out, shards, list(scheme.names), totals.types())
     if shards:
-        _write_preview(config, out, fs, root, manifest, list(scheme.names), endpoint_url)
+        _write_preview(config, out, manifest, list(scheme.names))
     card = dataset_card(manifest, manifest.class_fractions, ranges, command)
-    storage.write_bytes_atomic(fs, root, storage.join(root, CARD_NAME), card.encode())
+    out.write_bytes_atomic(CARD_NAME, card.encode())
     wids = json.dumps(manifest.wids_index().dump(), indent=1)
-    storage.write_bytes_atomic(fs, root, storage.join(root, WIDS_NAME), wids.encode())
-    storage.write_bytes_atomic(
-        fs, root, storage.join(root, MANIFEST_NAME), json.dumps(manifest.dump(), indent=1).encode()
-    )
-    storage.delete_quietly(fs, storage.join(root, RECORDS_DIR))
-    storage.delete_quietly(fs, storage.join(root, storage.TMP_DIR))
+    out.write_bytes_atomic(WIDS_NAME, wids.encode())
+    out.write_bytes_atomic(MANIFEST_NAME, json.dumps(manifest.dump(), indent=1).encode())
+    out.delete(RECORDS_DIR)
+    out.delete(TMP_DIR)
     return manifest
 
 
@@ -484,22 +476,20 @@ def _manifest_doc(config, seed: int, totals: ShardTotals, scheme) -> Manifest:
     )
 
 
-def _write_preview(
-    config, out, fs, root, manifest: Manifest, names: list[str], endpoint_url
-) -> None:
+def _write_preview(config, out: Store, manifest: Manifest, names: list[str]) -> None:
     """``preview.png``: the first sample of the first shard, labels overlaid."""
     from factory.dataset.card import preview_png
 
     first = manifest.shards[0]
-    sample = next(iter_samples(out, first, endpoint_url=endpoint_url, fields=manifest.fields))
+    sample = next(iter_samples(out, first, fields=manifest.fields))
     title = f"{config.name} {config.dataset.version}: sample {sample['__key__']}"
     png = preview_png(sample, names, title)
-    storage.write_bytes_atomic(fs, root, storage.join(root, PREVIEW_NAME), png)
+    out.write_bytes_atomic(PREVIEW_NAME, png)
 
 
 def generate_dataset(
     config,
-    out: str,
+    out: str | Store,
     *,
     seed: int = 0,
     executor: str = "ray",
@@ -507,7 +497,6 @@ def generate_dataset(
     gpus_per_worker: float | None = None,
     address: str | None = None,
     resume: bool = False,
-    endpoint_url: str | None = None,
     progress: bool = False,
     command: str = "",
     log=None,
@@ -522,8 +511,9 @@ def generate_dataset(
     ``--resume``.
     """
     _check_run_args(executor, seed, workers)
+    out = as_store(out)
     say = log or (lambda msg: None)
-    dest = _Destination.open(config, seed, out, resume, endpoint_url)
+    dest = _Destination.open(config, seed, out, resume)
     if dest.existing is not None:
         say(f"dataset at {storage.safe_url(out)} is already complete; nothing to do")
         dest.clean_leftovers()  # a run killed between the manifest and its cleanup left them
@@ -541,8 +531,7 @@ def generate_dataset(
             )
         bar = _ProgressBar(config.dataset.num_samples, totals.num_samples(), progress, say)
         try:
-            _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_worker,
-                   bar, totals)  # fmt: skip
+            _build(config, seed, out, todo, executor, workers, gpus_per_worker, bar, totals)
         except (ShardFailed, UserError, OSError) as err:
             dest.fail(totals, err)
     finally:
@@ -553,7 +542,7 @@ def generate_dataset(
 
             ray.shutdown()
     try:
-        return finalize(config, seed, out, totals, endpoint_url=endpoint_url, command=command)
+        return finalize(config, seed, out, totals, command=command)
     except OSError as err:
         raise UserError(_interrupted(out, err)) from None
 
@@ -589,43 +578,37 @@ def _start_pool(config, address, verbose, workers, gpus_per_worker) -> bool:
 class _Destination:
     """Where a run writes: its store, the planned shards, and what a failure leaves there."""
 
-    fs: Any
-    root: str
-    out: str
+    out: Store
     specs: list
     plan: dict
-    plan_path: str
     fresh: bool
     existing: Manifest | None = None
 
     @classmethod
-    def open(cls, config, seed: int, out: str, resume: bool, endpoint_url) -> _Destination:
-        fs, root = storage.resolve_filesystem(out, endpoint_url=endpoint_url)
+    def open(cls, config, seed: int, out: Store, resume: bool) -> _Destination:
         specs, _ = plan_shards(config.dataset)
         plan = _plan_doc(config, seed, specs)
-        plan_path = storage.join(root, RECORDS_DIR, PLAN_FILE)
         try:
-            existing = _check_destination(fs, root, out, plan, resume, endpoint_url)
+            existing = _check_destination(out, plan, resume)
             if existing is not None:
-                return cls(fs, root, out, specs, plan, plan_path, False, existing)
-            storage.check_writable(fs, root, out)  # leaves nothing behind
-            fresh = not storage.is_file(fs, plan_path)
+                return cls(out, specs, plan, False, existing)
+            out.check_writable()  # leaves nothing behind
+            fresh = not out.is_file(PLAN_PATH)
         except OSError as err:
             raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
-        return cls(fs, root, out, specs, plan, plan_path, fresh)
+        return cls(out, specs, plan, fresh)
 
     def clean_leftovers(self) -> None:
-        storage.delete_quietly(self.fs, storage.join(self.root, RECORDS_DIR))
-        storage.delete_quietly(self.fs, storage.join(self.root, storage.TMP_DIR))
+        self.out.delete(RECORDS_DIR)
+        self.out.delete(TMP_DIR)
 
     def start(self, totals: ShardTotals) -> list:
         """Write the plan (a new run) or fold in the committed shards (a resumed one); the
         specs still to build."""
         try:
             if self.fresh:
-                storage.write_bytes_atomic(self.fs, self.root, self.plan_path,
-                                           canonical_json(self.plan))  # fmt: skip
-            for rec in _done_records(self.fs, self.root, self.specs):
+                self.out.write_bytes_atomic(PLAN_PATH, canonical_json(self.plan))
+            for rec in _done_records(self.out, self.specs):
                 totals.add(rec)
         except OSError as err:
             raise UserError(f"--out: cannot use {storage.safe_url(self.out)!r} ({err})") from None
@@ -635,8 +618,8 @@ class _Destination:
     def fail(self, totals: ShardTotals, err: BaseException) -> None:
         """Raise ``err`` as the user should see it; with nothing committed, leave nothing."""
         try:
-            if len(totals) == 0 and not _committed_any(self.fs, self.root):
-                _remove_run(self.fs, self.root)  # bad input found by the first sample
+            if len(totals) == 0 and not _committed_any(self.out):
+                _remove_run(self.out)  # bad input found by the first sample
         except OSError:
             pass  # the store is unreachable: --resume sorts out what is there
         if isinstance(err, ShardFailed) and err.user_error is not None:
@@ -680,7 +663,7 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_worker,
+def _build(config, seed, out: Store, todo, executor, workers, gpus_per_worker,
            bar: _ProgressBar, totals: ShardTotals) -> None:  # fmt: skip
     """Build the shards ``todo`` with the chosen executor, folding each record into ``totals``."""
     from factory.dataset.executor import run_local, run_ray
@@ -689,7 +672,7 @@ def _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_wo
         totals.add(rec)
         bar.done(rec["url"])
 
-    common = {"endpoint_url": endpoint_url, "on_progress": bar.on_progress, "on_record": on_record}
+    common = {"on_progress": bar.on_progress, "on_record": on_record}
     if executor == "local":
         run_local(config, seed, out, todo, **common)
     else:
@@ -697,7 +680,7 @@ def _build(config, seed, out, todo, executor, endpoint_url, workers, gpus_per_wo
                 on_start=bar.on_start, **common)  # fmt: skip
 
 
-def _interrupted(out: str, err: BaseException) -> str:
+def _interrupted(out: Store, err: BaseException) -> str:
     """One line for a run stopped by an I/O or worker failure (committed shards are kept)."""
     lines = str(err).strip().splitlines()
     reason = (lines[0] if lines else type(err).__name__)[:300]

@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -44,6 +43,7 @@ from collections.abc import Iterator
 import numpy as np
 from pydantic import ValidationError
 
+from factory.dataset.storage import Store, as_store, is_local, safe_url
 from factory.errors import UserError
 from schemas.dataset import (  # FORMAT_VERSION, content_sha256, plain_dtype: re-exported
     FORMAT_VERSION,  # noqa: F401
@@ -84,12 +84,19 @@ def check_relative_url(url, what: str = "shard url") -> str:
     return url
 
 
-def _dataset_root(url: str) -> tuple[str, str]:
-    """``(root url, manifest url)`` of a dataset given by its root or its manifest.json."""
-    url = str(url).rstrip("/")
-    if url.endswith("/" + MANIFEST_NAME) or url == MANIFEST_NAME:
-        return posixpath.dirname(url) or ".", url
-    return url, f"{url}/{MANIFEST_NAME}"
+def dataset_store(dataset: str | os.PathLike | Store) -> Store:
+    """The :class:`~factory.dataset.storage.Store` of a dataset's root, given the root or its
+    ``manifest.json`` (a path or URL is turned into a Store by
+    :func:`~factory.dataset.storage.as_store`)."""
+    store = as_store(dataset)
+    return store.parent() if store.url.endswith("/" + MANIFEST_NAME) else store
+
+
+def shard_store(dataset: str | os.PathLike | Store, record: ShardRecord) -> Store:
+    """The root of the dataset holding ``record``: its own for a mixture's shard
+    (:class:`RootedShard`, same endpoint), else ``dataset``'s."""
+    store = dataset_store(dataset)
+    return dataset_store(store.at(record.root)) if isinstance(record, RootedShard) else store
 
 
 def validate_manifest(m) -> Manifest:
@@ -137,15 +144,12 @@ def as_fields(fields) -> dict[str, FieldSpec] | None:
     return out
 
 
-def read_wids(url: str, *, endpoint_url: str | None = None) -> WidsIndex | None:
+def read_wids(dataset: str | Store) -> WidsIndex | None:
     """The dataset's ``wids.json`` (None if it has none), parsed and validated."""
-    from factory.dataset.storage import resolve_filesystem
-
-    root, _ = _dataset_root(url)
-    fs, path = resolve_filesystem(root, endpoint_url=endpoint_url)
-    check_no_links(fs, path, WIDS_NAME, WIDS_NAME)
-    where = f"{root}/{WIDS_NAME}"
-    raw = _read_small(fs, posixpath.join(path, WIDS_NAME), where, WIDS_NAME, missing_ok=True)
+    root = dataset_store(dataset)
+    check_no_links(root.fs, root.path, WIDS_NAME, WIDS_NAME)
+    where = root.url_of(WIDS_NAME)
+    raw = _read_small(root.fs, root.join(WIDS_NAME), where, WIDS_NAME, missing_ok=True)
     if raw is None:
         return None
     try:
@@ -156,11 +160,11 @@ def read_wids(url: str, *, endpoint_url: str | None = None) -> WidsIndex | None:
         raise DatasetError(error_lines(err, WIDS_NAME)) from None
 
 
-def wids_problem(url: str, manifest: Manifest, *, endpoint_url: str | None = None) -> str | None:
+def wids_problem(dataset: str | Store, manifest: Manifest) -> str | None:
     """Why the dataset's ``wids.json`` does not agree with ``manifest`` (None if it does, or if
     there is none: it is derived, and datasets written before it existed lack it)."""
     try:
-        index = read_wids(url, endpoint_url=endpoint_url)
+        index = read_wids(dataset)
     except DatasetError as err:
         return str(err)
     if index is None:
@@ -174,8 +178,6 @@ def _read_small(
 ) -> bytes | None:
     """The bytes of a metadata file (``what``, for messages), at most :data:`MAX_MANIFEST_BYTES`;
     None if it is missing and ``missing_ok``."""
-    from factory.dataset.storage import safe_url
-
     try:
         info = fs.get_file_info(path)
         if info.size is not None and info.size > MAX_MANIFEST_BYTES:
@@ -192,14 +194,12 @@ def _read_small(
         raise DatasetError(f"dataset: cannot read {safe_url(shown_url)!r}: {err}") from None
 
 
-def read_manifest(url: str, *, endpoint_url: str | None = None) -> Manifest:
-    """Read and validate the ``manifest.json`` of the dataset at ``url`` (root or the file)."""
-    from factory.dataset.storage import resolve_filesystem, safe_url
-
-    _, murl = _dataset_root(url)
-    fs, path = resolve_filesystem(murl, endpoint_url=endpoint_url)
+def read_manifest(dataset: str | Store) -> Manifest:
+    """Read and validate the ``manifest.json`` of ``dataset`` (its root or the file)."""
+    root = dataset_store(dataset)
+    murl = root.url_of(MANIFEST_NAME)
     try:
-        raw = _read_small(fs, path, murl, "manifest")
+        raw = _read_small(root.fs, root.join(MANIFEST_NAME), murl, "manifest")
     except FileNotFoundError:
         raise DatasetError(f"dataset: no manifest at {safe_url(murl)!r}") from None
     try:
@@ -558,7 +558,7 @@ def _iter_tar(
 
 
 def shard_spans(
-    dataset_url: str, shard_record: ShardRecord | dict, *, endpoint_url: str | None = None
+    dataset: str | Store, shard_record: ShardRecord | dict
 ) -> dict[int, tuple[int, int]]:
     """``{sample index: (start, end)}``: the byte span of each sample's members in a shard.
 
@@ -569,7 +569,7 @@ def shard_spans(
     """
     rec = as_shard(shard_record)
     url = rec.url
-    fs, path = _shard_path(dataset_url, rec, endpoint_url)
+    fs, path = _shard_path(dataset, rec)
     first, n = rec.first_index, rec.nsamples
     spans: dict[int, list[int]] = {}
     last, key = first - 1, None
@@ -595,12 +595,11 @@ def shard_spans(
 
 
 def read_sample(
-    dataset_url: str,
+    dataset: str | Store,
     shard_record: ShardRecord | dict,
     index: int,
     span: tuple[int, int],
     *,
-    endpoint_url: str | None = None,
     fields: dict[str, FieldSpec] | None = None,
     fh=None,
 ) -> dict:
@@ -613,7 +612,7 @@ def read_sample(
     if not 0 <= start < end <= rec.bytes:
         raise DatasetError(f"shard {url}: sample {index} span {span} outside the shard")
     if fh is None:
-        with open_shard(dataset_url, rec, endpoint_url=endpoint_url) as f:
+        with open_shard(dataset, rec) as f:
             data = f.read_at(end - start, start)
     else:
         data = fh.read_at(end - start, start)
@@ -624,28 +623,22 @@ def read_sample(
     return next(_iter_tar(stream, url, index, 1, as_fields(fields)))
 
 
-def open_shard(
-    dataset_url: str, shard_record: ShardRecord | dict, *, endpoint_url: str | None = None
-):
+def open_shard(dataset: str | Store, shard_record: ShardRecord | dict):
     """A shard opened for random access (a pyarrow ``NativeFile``; links refused)."""
     rec = as_shard(shard_record)
-    fs, path = _shard_path(dataset_url, rec, endpoint_url)
+    fs, path = _shard_path(dataset, rec)
     try:
         return fs.open_input_file(path)
     except FileNotFoundError:
         raise DatasetError(f"shard {rec.url}: missing") from None
 
 
-def _shard_path(dataset_url: str, record: ShardRecord, endpoint_url: str | None):
+def _shard_path(dataset: str | Store, record: ShardRecord):
     """``(filesystem, path)`` of a shard (under its mixture member's root if it names one), links
     refused."""
-    from factory.dataset.storage import resolve_filesystem
-
-    url = record.url
-    root, _ = _dataset_root(record.root if isinstance(record, RootedShard) else dataset_url)
-    fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
-    check_no_links(fs, rootpath, url, f"shard {url}")
-    return fs, posixpath.join(rootpath, url)
+    root = shard_store(dataset, record)
+    check_no_links(root.fs, root.path, record.url, f"shard {record.url}")
+    return root.fs, root.join(record.url)
 
 
 def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
@@ -655,8 +648,6 @@ def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
     Only the part below the dataset root is checked (the root itself is the user's choice). Object
     stores have no links: nothing to check. A missing path passes (opening it reports it).
     """
-    from factory.dataset.storage import is_local
-
     if not is_local(fs):
         return
     path, parts = rootpath, url.split("/")
@@ -678,10 +669,9 @@ def check_no_links(fs, rootpath: str, url: str, what: str) -> None:
 
 
 def iter_samples(
-    dataset_url: str,
+    dataset: str | Store,
     shard_record: ShardRecord | dict,
     *,
-    endpoint_url: str | None = None,
     verify: bool = True,
     fields: dict[str, FieldSpec] | None = None,
 ) -> Iterator[dict]:
@@ -693,22 +683,19 @@ def iter_samples(
     is loaded), bounds inflated sizes and refuses fields the manifest does not describe. With
     ``verify`` the shard's size and sha256 are checked before the first sample is yielded.
     """
-    from factory.dataset.storage import is_local, resolve_filesystem
-
     rec = as_shard(shard_record)
     fields = as_fields(fields)
     url = name = rec.url
     first, n = rec.first_index, rec.nsamples
-    root, _ = _dataset_root(dataset_url)
-    fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
-    path = posixpath.join(rootpath, url)
-    check_no_links(fs, rootpath, url, f"shard {name}")
+    root = dataset_store(dataset)
+    fs, path = root.fs, root.join(url)
+    check_no_links(fs, root.path, url, f"shard {name}")
     try:
         if not verify:
             with fs.open_input_stream(path) as fh:
                 yield from _iter_tar(fh, name, first, n, fields)
             return
-        if is_local(fs):
+        if root.is_local:
             with fs.open_input_stream(path) as fh:
                 reader = _HashingReader(fh)
                 reader.drain()
@@ -751,23 +738,19 @@ def scan_stream(
 
 
 def scan_shard(
-    dataset_url: str,
+    dataset: str | Store,
     shard_record: ShardRecord | dict,
     *,
-    endpoint_url: str | None = None,
     fields: dict[str, FieldSpec] | None = None,
 ) -> tuple[int, str, DatasetError | None]:
-    """:func:`scan_stream` of one shard of the dataset at ``dataset_url``.
+    """:func:`scan_stream` of one shard of ``dataset``.
 
     Raises :class:`DatasetError` for a local shard that is a link (never opened) and
     ``FileNotFoundError`` for a missing one.
     """
-    from factory.dataset.storage import resolve_filesystem
-
     rec = as_shard(shard_record)
     url = rec.url
-    root, _ = _dataset_root(dataset_url)
-    fs, rootpath = resolve_filesystem(root, endpoint_url=endpoint_url)
-    check_no_links(fs, rootpath, url, f"shard {url}")
-    with fs.open_input_stream(posixpath.join(rootpath, url)) as fh:
+    root = dataset_store(dataset)
+    check_no_links(root.fs, root.path, url, f"shard {url}")
+    with root.fs.open_input_stream(root.join(url)) as fh:
         return scan_stream(fh, url, rec, fields)

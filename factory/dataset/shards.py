@@ -26,10 +26,14 @@ import math
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from factory.errors import UserError
+
+if TYPE_CHECKING:
+    from factory.dataset.storage import Store
 
 SHARD_MTIME = 0
 SHARD_OWNER = "simaq"
@@ -196,20 +200,19 @@ class ShardBuilder:
         self,
         config_json: dict,
         seed: int,
-        out_url: str,
+        out: str | Store,
         *,
-        endpoint_url: str | None = None,
         device: str = "cpu",
     ):
         import torch
 
         from factory.config import parse_config
-        from factory.dataset.storage import resolve_filesystem
+        from factory.dataset.storage import as_store
 
         self.config = parse_config(config_json)
         self.seed = int(seed)
         self.device = device
-        self.fs, self.root = resolve_filesystem(out_url, endpoint_url=endpoint_url)
+        self.out = as_store(out)
         torch.set_num_threads(self.config.dataset.torch_threads)
         from schemas import label_scheme
 
@@ -256,17 +259,15 @@ class ShardBuilder:
         """
         import webdataset as wds
 
-        from factory.dataset import storage
         from schemas.index import param_types
 
-        final = storage.join(self.root, spec.url)
-        tmp = storage.tmp_path(self.root, spec.url)
-        storage.ensure_dir(self.fs, posixpath.dirname(tmp))
+        out = self.out
+        tmp = out.tmp_path(spec.url)
         rows, shapes = [], {}
         counts = np.zeros(self.scheme.num_classes, np.int64)
         committed = False
         try:
-            with self.fs.open_output_stream(tmp, buffer_size=1 << 20) as raw:
+            with out.fs.open_output_stream(out.join(tmp), buffer_size=1 << 20) as raw:
                 sink = _HashingSink(raw)
                 writer = wds.TarWriter(
                     sink,
@@ -283,11 +284,11 @@ class ShardBuilder:
                             progress(spec.name, i - spec.first_index + 1)
                 finally:
                     writer.close()  # also on failure: the temporary file is deleted below
-            storage.commit(self.fs, tmp, final)
+            out.commit(tmp, spec.url)
             committed = True
         finally:
             if not committed:
-                storage.delete_quietly(self.fs, tmp)
+                out.delete(tmp)
         record = {
             **spec.to_json(),
             "bytes": sink.size,
@@ -297,17 +298,15 @@ class ShardBuilder:
             "param_types": param_types(r.model_dump() for r in rows),
             "rows": [r.model_dump(mode="json") for r in rows],
         }
-        storage.write_bytes_atomic(
-            self.fs, self.root, record_path(self.root, spec), canonical_json(record)
-        )
+        out.write_bytes_atomic(record_path(spec), canonical_json(record))
         return slim_record(record)
 
 
-def record_path(root: str, spec) -> str:
+def record_path(spec) -> str:
     """Where the commit record of a shard (a :class:`ShardSpec`, a manifest shard record or a
-    record dict with its ``url``) is kept."""
+    record dict with its ``url``) is kept, relative to the dataset root."""
     url = spec["url"] if isinstance(spec, dict) else spec.url
-    return posixpath.join(root, RECORDS_DIR, posixpath.basename(url).removesuffix(".tar") + ".json")
+    return posixpath.join(RECORDS_DIR, posixpath.basename(url).removesuffix(".tar") + ".json")
 
 
 def slim_record(record: dict) -> dict:

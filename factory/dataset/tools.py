@@ -19,60 +19,57 @@ from __future__ import annotations
 
 import hashlib
 import io
-import posixpath
 
-from factory.dataset import storage
+import pyarrow.fs as pafs
+
 from factory.dataset.manifest import (
     MANIFEST_NAME,
     DatasetError,
-    _dataset_root,
     check_no_links,
+    dataset_store,
     iter_samples,
     read_manifest,
     scan_shard,
     scan_stream,
     wids_problem,
 )
+from factory.dataset.storage import TMP_DIR, Store, as_store, safe_url
 from factory.errors import UserError
 from schemas.dataset import WIDS_NAME, FieldSpec, Manifest, ShardRecord
 
 EXTRA_FILES = ("index.parquet", "README.md", "preview.png", WIDS_NAME)
 
 
-def verify_dataset(
-    url: str, *, endpoint_url: str | None = None, progress: bool = False
-) -> list[str]:
+def verify_dataset(dataset: str | Store, *, progress: bool = False) -> list[str]:
     """Problems found (empty if the dataset is intact): each shard missing, unreadable, or whose
     size or sha256 differs from the manifest's; a ``wids.json`` that disagrees with it. Raises :class:`DatasetError` for a shard whose
     checksums match but whose content is refused (see the module docstring)."""
-    m = read_manifest(url, endpoint_url=endpoint_url)
-    root, _ = _dataset_root(url)
-    return verify_dataset_at(root, m, endpoint_url=endpoint_url, progress=progress)
+    root = dataset_store(dataset)
+    return verify_dataset_at(root, read_manifest(root), progress=progress)
 
 
-def _index_file(url: str, *, endpoint_url: str | None = None):
+def _index_file(dataset: str | Store):
     """The dataset's ``index.parquet`` as a ``pyarrow.parquet.ParquetFile`` (None if absent)."""
     import pyarrow.parquet as pq
 
-    root, _ = _dataset_root(url)
-    fs, path = storage.resolve_filesystem(root, endpoint_url=endpoint_url)
-    p = storage.join(path, "index.parquet")
-    check_no_links(fs, path, "index.parquet", "index.parquet")
-    if not storage.is_file(fs, p):
+    root = dataset_store(dataset)
+    check_no_links(root.fs, root.path, "index.parquet", "index.parquet")
+    if not root.is_file("index.parquet"):
         return None
-    return pq.ParquetFile(io.BytesIO(storage.read_bytes(fs, p)))
+    return pq.ParquetFile(io.BytesIO(root.read_bytes("index.parquet")))
 
 
-def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
+def inspect_dataset(dataset: str | Store) -> dict:
     """A summary: version, counts, sizes, class fractions and drawn parameter ranges.
 
     The index is scanned one row group at a time (memory does not grow with the sample count).
     """
     from factory.dataset.generate import _param_ranges, merge_ranges
 
-    m = read_manifest(url, endpoint_url=endpoint_url)
+    root = dataset_store(dataset)
+    m = read_manifest(root)
     total = m.total_bytes
-    pf = _index_file(url, endpoint_url=endpoint_url)
+    pf = _index_file(root)
     ranges: dict = {}
     if pf is not None:
         rows = pf.metadata.num_rows
@@ -109,27 +106,29 @@ def inspect_dataset(url: str, *, endpoint_url: str | None = None) -> dict:
     }
 
 
-def find_sample(url: str, index: int, *, endpoint_url: str | None = None) -> dict:
+def find_sample(dataset: str | Store, index: int) -> dict:
     """The decoded sample with global index ``index`` (verified shard)."""
-    m = read_manifest(url, endpoint_url=endpoint_url)
+    root = dataset_store(dataset)
+    m = read_manifest(root)
     for rec in m.shards:
         if rec.first_index <= index < rec.end_index:
             key = f"{index:09d}"
-            for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m.fields):
+            for s in iter_samples(root, rec, fields=m.fields):
                 if s["__key__"] == key:
                     return s
     known = ", ".join(f"{s.first_index}..{s.end_index - 1}" for s in m.shards)
     raise UserError(f"--index: no sample {index} in this dataset (indices {known})")
 
 
-def preview_dataset(url: str, index: int, out: str, *, endpoint_url: str | None = None) -> str:
+def preview_dataset(dataset: str | Store, index: int, out: str) -> str:
     """Write the preview PNG of sample ``index`` to the local file ``out``."""
     from pathlib import Path
 
     from factory.dataset.card import preview_png
 
-    m = read_manifest(url, endpoint_url=endpoint_url)
-    sample = find_sample(url, index, endpoint_url=endpoint_url)
+    root = dataset_store(dataset)
+    m = read_manifest(root)
+    sample = find_sample(root, index)
     names = [c["name"] for c in m.labels["classes"]]
     png = preview_png(sample, names, f"{m.name} {m.version}: sample {sample['__key__']}")
     path = Path(out)
@@ -158,26 +157,28 @@ class _Tee:
 
 
 def _copy(
-    sfs,
-    spath: str,
-    dfs,
-    droot: str,
-    dpath: str,
+    src: Store,
+    name: str,
+    dest: Store,
+    dname: str,
     *,
     shard: ShardRecord | None = None,
     fields: dict[str, FieldSpec] | None = None,
 ) -> tuple[int, str, str, DatasetError | None]:
-    """Copy one file to a temporary name; return ``(bytes, sha256, temporary path, refusal)``.
+    """Copy the file ``name`` of ``src`` to a temporary name in ``dest`` for ``dname``; return
+    ``(bytes, sha256, temporary name, refusal)``.
 
     With ``shard`` (its manifest record) the file is checked as ``verify`` checks it while it is
     copied (:func:`~factory.dataset.manifest.scan_stream`); ``refusal`` is what it found, or None.
     """
-    tmp = storage.tmp_path(droot, dpath)
-    storage.ensure_dir(dfs, posixpath.dirname(tmp))
+    tmp = dest.tmp_path(dname)
     refused = None
     try:
-        with sfs.open_input_stream(spath) as src, dfs.open_output_stream(tmp) as dst:
-            tee = _Tee(src, dst)
+        with (
+            src.fs.open_input_stream(src.join(name)) as fsrc,
+            dest.fs.open_output_stream(dest.join(tmp)) as fdst,
+        ):
+            tee = _Tee(fsrc, fdst)
             if shard is not None:
                 size, digest, refused = scan_stream(tee, shard.url, shard, fields)
             else:
@@ -187,94 +188,84 @@ def _copy(
                     size += len(chunk)
                 digest = sha.hexdigest()
     except BaseException:
-        storage.delete_quietly(dfs, tmp)
+        dest.delete(tmp)
         raise
     return size, digest, tmp, refused
 
 
-def _check_destination(m: Manifest, dfs, droot: str, dest: str, shown: str) -> None:
+def _check_destination(m: Manifest, dest: Store, shown: str) -> None:
     """Refuse a destination that already holds this version's manifest or cannot be written."""
     try:
-        if storage.exists(dfs, storage.join(droot, MANIFEST_NAME)):
+        if dest.exists(MANIFEST_NAME):
             raise UserError(
                 f"publish: {m.name} version {m.version} already exists at {shown!r}; "
                 "refusing to overwrite (bump dataset.version)"
             )
-        storage.check_writable(dfs, droot, dest)
+        dest.check_writable()
     except OSError as err:
         raise UserError(f"publish: cannot use {shown!r} ({err})") from None
 
 
-def _publish_shard(
-    rec: ShardRecord, fields: dict[str, FieldSpec], sfs, spath: str, dfs, droot: str
-) -> int:
+def _publish_shard(rec: ShardRecord, fields: dict[str, FieldSpec], src: Store, dest: Store) -> int:
     """Copy one shard (manifest record ``rec``), checked while copied, and commit it.
 
     A shard already at the destination with the manifest's size (left by an interrupted publish)
     is skipped; it is re-checked with the whole copy. Returns its size in bytes.
     """
-    final = storage.join(droot, rec.url)
-    info = dfs.get_file_info(final)
-    if info.type == storage.pafs.FileType.File and info.size == rec.bytes:
+    info = dest.info(rec.url)
+    if info.type == pafs.FileType.File and info.size == rec.bytes:
         return rec.bytes  # copied by an interrupted publish; re-checked below
-    check_no_links(sfs, spath, rec.url, f"publish: source shard {rec.url}")
+    check_no_links(src.fs, src.path, rec.url, f"publish: source shard {rec.url}")
     try:
-        size, sha, tmp, refused = _copy(
-            sfs, storage.join(spath, rec.url), dfs, droot, final, shard=rec, fields=fields
-        )
+        size, sha, tmp, refused = _copy(src, rec.url, dest, rec.url, shard=rec, fields=fields)
     except FileNotFoundError:
         raise DatasetError(f"publish: source shard {rec.url} is missing") from None
     if size != rec.bytes or sha != rec.sha256:
-        storage.delete_quietly(dfs, tmp)
+        dest.delete(tmp)
         raise DatasetError(
             f"publish: source shard {rec.url} does not match its manifest "
             "(size or sha256); nothing published"
         )
     if refused is not None:
-        storage.delete_quietly(dfs, tmp)
+        dest.delete(tmp)
         raise DatasetError(f"publish: {refused}; nothing published")
-    storage.commit(dfs, tmp, final)
+    dest.commit(tmp, rec.url)
     return size
 
 
-def _publish_extras(sfs, spath: str, dfs, droot: str) -> None:
+def _publish_extras(src: Store, dest: Store) -> None:
     """Copy the index, card, preview and wids index (:data:`EXTRA_FILES`) that the source has
     (``wids.json`` is checked against the manifest with the copy, :func:`_check_copy`)."""
     for name in EXTRA_FILES:
-        check_no_links(sfs, spath, name, f"publish: {name}")
-        if storage.is_file(sfs, storage.join(spath, name)):
-            _, _, tmp, _ = _copy(
-                sfs, storage.join(spath, name), dfs, droot, storage.join(droot, name)
-            )
-            storage.commit(dfs, tmp, storage.join(droot, name))
+        check_no_links(src.fs, src.path, name, f"publish: {name}")
+        if src.is_file(name):
+            _, _, tmp, _ = _copy(src, name, dest, name)
+            dest.commit(tmp, name)
 
 
-def _check_copy(dest: str, m: Manifest, shown: str, endpoint_url: str | None) -> None:
+def _check_copy(dest: Store, m: Manifest, shown: str) -> None:
     """Re-read every copied shard (and ``wids.json``) from ``dest`` and verify it against the
     source manifest."""
     try:
-        bad = verify_dataset_at(dest, m, endpoint_url=endpoint_url)
+        bad = verify_dataset_at(dest, m)
     except DatasetError as err:
         raise DatasetError(f"publish: the copy at {shown!r} is refused: {err}") from None
     if bad:
         raise DatasetError(f"publish: the copy at {shown!r} does not verify: {'; '.join(bad)}")
 
 
-def publish_dataset(
-    src: str, dest_url: str, *, endpoint_url: str | None = None, progress: bool = False
-) -> str:
+def publish_dataset(src: str | Store, dest_url: str | Store, *, progress: bool = False) -> str:
     """Copy the dataset at ``src`` to ``dest_url/{name}/{version}`` (see module docstring).
 
     Returns the destination URL. Shards, then index and card, then a verify of the copy, then the
     source manifest, byte for byte, last.
     """
-    m = read_manifest(src, endpoint_url=endpoint_url)
-    src_root, src_manifest = _dataset_root(src)
-    sfs, spath = storage.resolve_filesystem(src_root, endpoint_url=endpoint_url)
-    dest = f"{str(dest_url).rstrip('/')}/{m.name}/{m.version}"
-    dfs, droot = storage.resolve_filesystem(dest, endpoint_url=endpoint_url)
-    shown = storage.safe_url(dest)
-    _check_destination(m, dfs, droot, dest, shown)
+    src = dataset_store(src)
+    m = read_manifest(src)
+    base = as_store(dest_url)
+    dest = base.at(f"{base.url.rstrip('/')}/{m.name}/{m.version}")
+    shown = safe_url(dest.url)
+    _check_destination(m, dest, shown)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -282,16 +273,13 @@ def publish_dataset(
         bar = tqdm(total=m.total_bytes, unit="B", unit_scale=True, desc="publish")
     try:
         for rec in m.shards:
-            size = _publish_shard(rec, m.fields, sfs, spath, dfs, droot)
+            size = _publish_shard(rec, m.fields, src, dest)
             if bar is not None:
                 bar.update(size)
-        _publish_extras(sfs, spath, dfs, droot)
-        _check_copy(dest, m, shown, endpoint_url)
-        raw = storage.read_bytes(
-            *storage.resolve_filesystem(src_manifest, endpoint_url=endpoint_url)
-        )
-        storage.write_bytes_atomic(dfs, droot, storage.join(droot, MANIFEST_NAME), raw)
-        storage.delete_quietly(dfs, storage.join(droot, storage.TMP_DIR))
+        _publish_extras(src, dest)
+        _check_copy(dest, m, shown)
+        dest.write_bytes_atomic(MANIFEST_NAME, src.read_bytes(MANIFEST_NAME))
+        dest.delete(TMP_DIR)
     except OSError as err:
         raise UserError(
             f"publish: copying to {shown!r} failed ({err}); run it again to finish"
@@ -299,15 +287,16 @@ def publish_dataset(
     finally:
         if bar is not None:
             bar.close()
-    return dest
+    return dest.url
 
 
 def verify_dataset_at(
-    root_url: str, manifest: Manifest, *, endpoint_url: str | None = None, progress: bool = False
+    dataset: str | Store, manifest: Manifest, *, progress: bool = False
 ) -> list[str]:
-    """:func:`verify_dataset` of the shards (and ``wids.json``) under ``root_url`` against
+    """:func:`verify_dataset` of the shards (and ``wids.json``) under ``dataset`` against
     ``manifest`` (a manifest not read from there: ``publish`` checks its copy before writing the
     manifest)."""
+    root = dataset_store(dataset)
     problems = []
     shards = manifest.shards
     if progress:
@@ -316,9 +305,7 @@ def verify_dataset_at(
         shards = tqdm(shards, unit="shard", desc="verify", dynamic_ncols=True)
     for rec in shards:
         try:
-            size, sha, refused = scan_shard(
-                root_url, rec, endpoint_url=endpoint_url, fields=manifest.fields
-            )
+            size, sha, refused = scan_shard(root, rec, fields=manifest.fields)
         except FileNotFoundError:
             problems.append(f"{rec.url}: missing")
             continue
@@ -334,7 +321,7 @@ def verify_dataset_at(
             problems.append(f"{rec.url}: {', '.join(why)}")
         elif refused is not None:  # the manifest vouches for these bytes: a hostile dataset
             raise refused
-    wids = wids_problem(root_url, manifest, endpoint_url=endpoint_url)
+    wids = wids_problem(root, manifest)
     if wids is not None:
         problems.append(wids)
     return problems

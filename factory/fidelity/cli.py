@@ -60,15 +60,17 @@ def register(app: typer.Typer) -> None:
         """Compare a dataset's reconstructions with a real tomogram (metrics, distance, PNG)."""
         from factory.config import preset_names
         from factory.dataset.manifest import read_manifest
+        from factory.dataset.storage import Store
         from factory.fidelity.calibrate import format_suggestions
         from factory.fidelity.calibrate import suggest as make_suggestions
         from factory.fidelity.report import fidelity_report, json_safe, write_report
 
+        dataset = Store(data, endpoint_url)
         report, arrays = fidelity_report(
-            data, real, real_voxel_nm=real_voxel_nm, samples=samples, endpoint_url=endpoint_url
+            dataset, real, real_voxel_nm=real_voxel_nm, samples=samples
         )
         if suggest:
-            config = read_manifest(data, endpoint_url=endpoint_url).config
+            config = read_manifest(dataset).config
             report["suggestions"] = make_suggestions(report, config)
         js, png = write_report(report, arrays, out)
         if as_json:

@@ -70,17 +70,20 @@ def summarise(values) -> dict:
     }
 
 
-def load_recons(url: str, samples: int, *, endpoint_url: str | None = None):
+def load_recons(dataset, samples: int):
     """``(manifest, [(key, recon (Z, Y, X) float32)])``: the first ``samples`` samples in manifest
-    order (shards verified against their sha256 as they are read)."""
-    from factory.dataset.manifest import iter_samples, read_manifest
+    order of ``dataset`` (a Store, or its root or manifest as a path or URL; shards verified
+    against their sha256 as they are read)."""
+    from factory.dataset.manifest import dataset_store, iter_samples, read_manifest
 
-    m = read_manifest(url, endpoint_url=endpoint_url)
+    store = dataset_store(dataset)
+    url = store.url
+    m = read_manifest(store)
     if "recon" not in m.fields:
         raise UserError(f"--data: the dataset at {url!r} has no 'recon' field")
     out = []
     for rec in sorted(m.shards, key=lambda s: s.first_index):
-        for s in iter_samples(url, rec, endpoint_url=endpoint_url, fields=m.fields):
+        for s in iter_samples(store, rec, fields=m.fields):
             out.append((s["__key__"], np.asarray(s["recon"], dtype=np.float32)))
             if len(out) >= samples:
                 return m, out
@@ -154,15 +157,15 @@ def _summary(profiles: list[dict], comparisons: list[dict]) -> dict:
 
 
 def fidelity_report(
-    data: str,
+    data,
     real_path: str,
     *,
     real_voxel_nm: float | None = None,
     samples: int = 8,
-    endpoint_url: str | None = None,
     max_planes: int = 32,
 ) -> tuple[dict, dict]:
-    """Measure up to ``samples`` reconstructions of the dataset ``data`` against ``real_path``.
+    """Measure up to ``samples`` reconstructions of the dataset ``data`` (a Store, or a path or
+    URL) against ``real_path``.
 
     Returns ``(report, arrays)``: the JSON-safe report (definitions, inputs, the real volume's
     metrics, every sample's metrics and comparison, the summary) and, for the figure, the centre
@@ -171,7 +174,9 @@ def fidelity_report(
     if samples < 1:
         raise UserError(f"--samples: must be >= 1, got {samples}")
     real, real_nm, source = load_real(real_path, real_voxel_nm)
-    m, recons = load_recons(data, samples, endpoint_url=endpoint_url)
+    from factory.dataset.storage import safe_url
+
+    m, recons = load_recons(data, samples)
     cfg = m.config
     voxel_nm = float(cfg["grid"]["voxel_nm"])
     inset = float((cfg.get("reconstruction") or {}).get("fov_inset_px", 5))
@@ -189,7 +194,7 @@ def fidelity_report(
     report = {
         "definitions": {k: {"definition": d, "closer": c} for k, (d, c) in DEFINITIONS.items()},
         "dataset": {
-            "url": data,
+            "url": safe_url(data),
             "name": m.name,
             "version": m.version,
             "content_sha256": m.content_sha256,
