@@ -100,7 +100,7 @@ def _split_shards(manifest: Manifest, split: str) -> list[ShardRecord]:
     shards = manifest.split_shards(split)
     if not shards:
         raise UserError(
-            f"--split: the dataset has no {split!r} split (splits: {list(manifest.splits)})"
+            f"the dataset has no {split!r} split (splits: {list(manifest.splits)})", param="split"
         )
     return shards
 
@@ -367,7 +367,7 @@ def evaluate_checkpoint(
     model, state = load_checkpoint(model_url, map_location=dev)
     model.to(dev)
     m = read_manifest(dataset_url)
-    check_same_labels(state["labels"], m.labels, "--model")
+    check_same_labels(state["labels"], m.labels, "`model`")
     arch = state["arch"]
 
     data_nm = (m.config.get("grid") or {}).get("voxel_nm")
@@ -464,12 +464,13 @@ def parse_class_map(text: str | None, class_names: list[str]) -> tuple[np.ndarra
             named[name] = int(value)
         except ValueError:
             raise UserError(
-                f"--map: expected NAME=ID,... with distinct names, got {item.strip()!r}"
+                f"expected NAME=ID,... with distinct names, got {item.strip()!r}", param="map"
             ) from None
         if name != "cell" and name not in class_names:
             raise UserError(
-                f"--map: {name!r} is not a model class (classes: {', '.join(class_names)}; "
-                "or 'cell' for every non-background class)"
+                f"{name!r} is not a model class (classes: {', '.join(class_names)}; "
+                "or 'cell' for every non-background class)",
+                param="map",
             )
     lut = np.full(len(class_names), UNMAPPED, np.int64)
     for k, name in enumerate(class_names):
@@ -527,20 +528,22 @@ def _read_real(real: str, real_labels: str, ignore: int) -> tuple[np.ndarray, np
     """``(tomogram, labels int64, header voxel nm or None)`` of ``--real`` / ``--real-labels``."""
     from models.volume_io import read_volume
 
-    raw, header_nm = read_volume(real, "--real")
+    raw, header_nm = read_volume(real, "real")
     if not np.isfinite(raw).all():
-        raise UserError(f"--real: {real!r} holds NaN or infinite values")
-    lab, _ = read_volume(real_labels, "--real-labels")
+        raise UserError(f"{real!r} holds NaN or infinite values", param="real")
+    lab, _ = read_volume(real_labels, "real_labels")
     if lab.shape != raw.shape:
         raise UserError(
-            f"--real-labels: shape {lab.shape} of {real_labels!r} differs from the tomogram's "
-            f"{raw.shape}"
+            f"shape {lab.shape} of {real_labels!r} differs from the tomogram's {raw.shape}",
+            param="real_labels",
         )
     if lab.dtype.kind == "f" and not np.array_equal(lab, np.round(lab)):
-        raise UserError(f"--real-labels: {real_labels!r} holds non-integer values")
+        raise UserError(f"{real_labels!r} holds non-integer values", param="real_labels")
     lab = lab.astype(np.int64)
     if not np.any(lab != ignore):
-        raise UserError(f"--real-labels: every voxel of {real_labels!r} is {ignore} (unlabelled)")
+        raise UserError(
+            f"every voxel of {real_labels!r} is {ignore} (unlabelled)", param="real_labels"
+        )
     return raw, lab, header_nm
 
 
@@ -615,7 +618,7 @@ def evaluate_real(
     vnm, source = input_voxel_nm(voxel_nm, header_nm, real)
     probs, info = predict_at_model_scale(
         model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
-        what="--real",
+        what="`real`",
     )  # fmt: skip
     pred = lut[probs.argmax(0)]
     del probs

@@ -141,7 +141,7 @@ def _load_tensor_file(ckpt: Store, name: str, map_location):
         raise UserError(f"checkpoint: cannot load {path} ({type(err).__name__}: {err})") from None
 
 
-def resolve_model_path(url: str | Store, *, what: str = "--model") -> tuple[str, dict]:
+def resolve_model_path(url: str | Store, *, what: str = "`model`") -> tuple[str, dict]:
     """``(checkpoint directory, state)`` of a ``--model`` argument.
 
     ``url`` (local or ``s3://``) may be a run directory (its latest checkpoint is used), a
@@ -178,7 +178,7 @@ def load_checkpoint(
     *,
     map_location="cpu",
     with_optimizer: bool = False,
-    what: str = "--model",
+    what: str = "`model`",
 ):
     """Load ``(model, state[, optimizer_state])`` (eval mode) from a run directory, a checkpoint
     directory or a checkpoint's ``model.pt`` (see :func:`resolve_model_path`)."""
@@ -368,7 +368,7 @@ def predict_at_model_scale(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = False,
-    what: str = "INPUT",
+    what: str = "`input_path`",
 ) -> tuple[np.ndarray, dict]:
     """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm), computed
     at the model's training voxel size (``state["dataset"]["voxel_nm"]``).

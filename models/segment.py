@@ -291,7 +291,9 @@ def parse_min_radius(items: list[str]) -> dict[str, ClassPost]:
             if v < 0:
                 raise ValueError
         except ValueError:
-            raise UserError(f"--min-radius-nm: expected CLASS=NM (>= 0), got {item!r}") from None
+            raise UserError(
+                f"expected CLASS=NM (>= 0), got {item!r}", param="min_radius_nm"
+            ) from None
         base = DEFAULT_POST.get(name.strip(), ClassPost())
         out[name.strip()] = replace(base, min_radius_nm=v)
     return out
@@ -301,7 +303,7 @@ def output_paths(output: str) -> tuple[str, str, str]:
     """``(labels, objects, csv)`` paths for ``OUTPUT``."""
     stem, ext = os.path.splitext(str(output))
     if ext.lower() not in (".tif", ".tiff", ".mrc", ".npy"):
-        raise UserError(f"--out: use a .tif, .tiff, .mrc or .npy file name, got {output!r}")
+        raise UserError(f"use a .tif, .tiff, .mrc or .npy file name, got {output!r}", param="out")
     return str(output), f"{stem}_objects{ext}", f"{stem}.csv"
 
 
@@ -334,7 +336,7 @@ def segment_file(
     labels_path, objects_path, csv_path = output_paths(output)
     json_path = os.path.splitext(labels_path)[0] + ".json"
     if fov not in ("cylinder", "all"):
-        raise UserError(f"--fov: expected 'cylinder' or 'all', got {fov!r}")
+        raise UserError(f"expected 'cylinder' or 'all', got {fov!r}", param="fov")
     overrides = parse_min_radius(min_radius or [])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_checkpoint(model_url, map_location=dev)

@@ -290,8 +290,9 @@ def _stream_state(job: TrainJob, saved: dict, n: int, world: int):
     state = StreamState.from_json(saved["stream"])
     if state.seed != cfg.seed or state.n != n:
         raise UserError(
-            f"--out: the run's checkpoint streams {state.n} samples with seed {state.seed}; "
-            f"cannot resume it with {n} samples and seed {cfg.seed} (use another --out)"
+            f"the run's checkpoint streams {state.n} samples with seed {state.seed}; "
+            f"cannot resume it with {n} samples and seed {cfg.seed} (use another `out`)",
+            param="out",
         )
     return state.replan(world)
 
@@ -708,13 +709,14 @@ def read_datasets(urls: list[str | Store]) -> TrainingData:
         return TrainingData.of(ms[0])
     first, base, fields = ms[0], _mixture_key(ms[0]), ms[0].fields
     for url, m in zip(urls[1:], ms[1:], strict=True):
-        check_same_labels(first.labels, m.labels, f"--data {url}")
+        check_same_labels(first.labels, m.labels, f"`data` {url}")
         key = _mixture_key(m)
         for name, want in base.items():
             if key[name] != want:
                 raise UserError(
-                    f"--data: {url} has {name} {key[name]!r}, the first dataset {want!r}; "
-                    "a mixture needs the same (generate it with --set to match)"
+                    f"{url} has {name} {key[name]!r}, the first dataset {want!r}; "
+                    "a mixture needs the same (generate it with `set` to match)",
+                    param="data",
                 )
         fields = _merge_fields(fields, m.fields, url)
     shas = [m.content_sha256 for m in ms]
@@ -759,8 +761,9 @@ def _merge_fields(
             continue
         if cur.dtype != spec.dtype:
             raise UserError(
-                f"--data: {url} stores {k} as {spec.dtype}, the first dataset as "
-                f"{cur.dtype}; a mixture needs the same (set dataset.dtypes)"
+                f"{url} stores {k} as {spec.dtype}, the first dataset as "
+                f"{cur.dtype}; a mixture needs the same (set dataset.dtypes)",
+                param="data",
             )
         update: dict = {}
         if cur.shape != spec.shape:
@@ -803,22 +806,25 @@ def _open_run_dir(run_dir: Store, cfg, m: TrainingData, log) -> bool:
         for k in ARCH_FIELDS:
             if old["arch"].get(k) != getattr(cfg, k):
                 raise UserError(
-                    f"--out: {safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
-                    f"cannot resume it with {k}={getattr(cfg, k)!r} (use another --out)"
+                    f"{safe_url(run_dir)!r} holds a run with {k}={old['arch'].get(k)!r}; "
+                    f"cannot resume it with {k}={getattr(cfg, k)!r} (use another `out`)",
+                    param="out",
                 )
         old_seed = (old.get("train_config") or {}).get("seed", cfg.seed)
         if old_seed != cfg.seed and _has_checkpoint(run_dir):
             raise UserError(
-                f"--out: {safe_url(run_dir)!r} holds a run with seed {old_seed}; its stream "
-                f"order depends on it: resume it with --seed {old_seed} (or use another --out)"
+                f"{safe_url(run_dir)!r} holds a run with seed {old_seed}; its stream "
+                f"order depends on it: resume it with `seed` {old_seed} (or use another `out`)",
+                param="out",
             )
         if old["dataset_content_sha256"] != m.content_sha256:
             raise UserError(
-                f"--out: {safe_url(run_dir)!r} holds a run on dataset "
+                f"{safe_url(run_dir)!r} holds a run on dataset "
                 f"{old['dataset_content_sha256'][:12]}…, not {m.content_sha256[:12]}… "
-                "(use another --out)"
+                "(use another `out`)",
+                param="out",
             )
-        check_same_labels(old["labels"], m.labels, "--out")
+        check_same_labels(old["labels"], m.labels, "`out`")
         if _has_checkpoint(run_dir):
             log(f"resuming the run in {safe_url(run_dir)}")
     doc = {
@@ -1006,20 +1012,20 @@ def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classe
     from models.infer import normalize_volume
     from models.volume_io import read_volume
 
-    vol, _ = read_volume(path, "--real")
-    lab, _ = read_volume(labels_path, "--real-labels")
+    vol, _ = read_volume(path, "real")
+    lab, _ = read_volume(labels_path, "real_labels")
     if lab.shape != vol.shape:
-        raise UserError(f"--real-labels: shape {lab.shape} differs from --real's {vol.shape}")
+        raise UserError(f"shape {lab.shape} differs from `real`'s {vol.shape}", param="real_labels")
     if lab.dtype.kind not in "iu":
-        raise UserError(f"--real-labels: expected integer labels, got {lab.dtype}")
+        raise UserError(f"expected integer labels, got {lab.dtype}", param="real_labels")
     lab = lab.astype(np.int64)
     bad = (lab < -1) | (lab >= num_classes)
     if bad.any():
         raise UserError(
-            f"--real-labels: value {int(lab[bad][0])} outside [-1, {num_classes}) "
-            "(−1 = unannotated)"
+            f"value {int(lab[bad][0])} outside [-1, {num_classes}) (−1 = unannotated)",
+            param="real_labels",
         )
-    check_window(vol.shape, cfg.axis, cfg.window, "--real")
+    check_window(vol.shape, cfg.axis, cfg.window, "`real`")
     return normalize_volume(vol, normalization), lab.astype(np.int8)
 
 
@@ -1028,14 +1034,17 @@ def _data_splits(m: TrainingData, cfg) -> tuple[list[ShardRecord], list[ShardRec
     train_shards = [s for s in m.shards if s.split == "train"]
     val_shards = [s for s in m.shards if s.split == "val"]
     if not train_shards:
-        raise UserError(f"--data: the dataset has no 'train' split (splits: {list(m.splits)})")
+        raise UserError(
+            f"the dataset has no 'train' split (splits: {list(m.splits)})", param="data"
+        )
     if "recon" not in m.fields or "labels" not in m.fields:
-        raise UserError(f"--data: the dataset has no recon/labels fields ({list(m.fields)})")
+        raise UserError(f"the dataset has no recon/labels fields ({list(m.fields)})", param="data")
     shape = m.fields["recon"].shape or m.fields["recon"].shape_max
     if shape is not None and shape[cfg.axis] < cfg.window:
         raise UserError(
-            f"--data: volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
-            f"window of {cfg.window}"
+            f"volumes have {shape[cfg.axis]} slices along axis {cfg.axis}, fewer than the "
+            f"window of {cfg.window}",
+            param="data",
         )
     return train_shards, val_shards, shape
 
@@ -1046,8 +1055,8 @@ def _init_from(init: str | Store, cfg, m: TrainingData):
     from models.config import ARCH_FIELDS, TrainConfig
     from models.infer import check_same_labels, load_checkpoint
 
-    model, st = load_checkpoint(init, what="--init")
-    check_same_labels(st["labels"], m.labels, "--init")
+    model, st = load_checkpoint(init, what="`init`")
+    check_same_labels(st["labels"], m.labels, "`init`")
     arch = st["arch"]
     cfg = TrainConfig(**{**cfg.model_dump(), **{k: arch[k] for k in ARCH_FIELDS}})
     meta = {
@@ -1081,9 +1090,9 @@ def plan_job(
     real_arrays = None
     if real is not None or real_labels is not None:
         if real is None or real_labels is None:
-            raise UserError("--real and --real-labels must be given together")
+            raise UserError("`real` and `real_labels` must be given together")
         if cfg.real_ratio <= 0:
-            raise UserError("--real-ratio: must be > 0 when --real is given")
+            raise UserError("must be > 0 when `real` is given", param="real_ratio")
         real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s.nsamples for s in train_shards)

@@ -54,7 +54,7 @@ def test_the_pool_never_holds_more_actors_than_the_memory_fits():
     assert ray_pool_shape(big, 1, None, None, paper)[0] == 2  # 16 CPUs, memory for 2
     assert ray_pool_shape(big, 1, None, None, 2**20)[0] == 16  # tiny samples: the CPUs decide
     assert ray_pool_shape(big, 1, 2, None, paper)[0] == 2  # an explicit --workers is kept
-    with pytest.raises(UserError, match="--workers: 5 workers need 17.5 GiB"):
+    with pytest.raises(UserError, match="workers: 5 workers need 17.5 GiB"):
         ray_pool_shape(big, 1, 5, None, paper)  # ... unless the memory cannot hold them
 
 
@@ -98,7 +98,7 @@ def _tiny(**dataset):
 
 def test_ray_bad_pool_is_refused_before_anything_is_written(ray_session, tmp_path):
     out = tmp_path / "gpu"
-    with pytest.raises(UserError, match="--gpus-per-worker"):
+    with pytest.raises(UserError, match="gpus_per_worker"):
         generate_dataset(_tiny(num_samples=1), str(out), executor="ray", gpus_per_worker=1)
     assert not out.exists()
 

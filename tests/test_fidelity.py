@@ -160,7 +160,7 @@ def test_tooth_microct(datasets, tmp_path):
         datasets["base"], path, tmp_path / "rep", "--real-voxel-nm", "30", "--samples", "2"
     )
     real = rep["real"]
-    assert real["voxel_source"] == "--real-voxel-nm" and real["resampled_shape"] == [160, 1, 160]
+    assert real["voxel_source"] == "given" and real["resampled_shape"] == [160, 1, 160]
     assert real["metrics"]["wedge_half_angle_deg"] == 0.0  # a full 180° scan: no missing wedge
     assert rep["summary"]["synthetic"]["wedge_half_angle_deg"]["median"] > 10.0  # demo: ±60°
     assert np.isfinite(rep["summary"]["comparison"]["distance"]["median"])

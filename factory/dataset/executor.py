@@ -139,10 +139,11 @@ def ray_pool_shape(
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus >= 1 else 0.0
     if gpus_per_worker < 0:
-        raise UserError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+        raise UserError(f"must be >= 0, got {gpus_per_worker}", param="gpus_per_worker")
     if gpus_per_worker > 0 and gpus < gpus_per_worker:
         raise UserError(
-            f"--gpus-per-worker: {gpus_per_worker} GPU(s) per worker, the cluster has {gpus:g}"
+            f"{gpus_per_worker} GPU(s) per worker, the cluster has {gpus:g}",
+            param="gpus_per_worker",
         )
     memory = float(resources.get("memory", 0.0))
     if workers is None:
@@ -153,14 +154,15 @@ def ray_pool_shape(
         if memory_per_worker > 0 and memory > 0:
             workers = max(1, min(workers, int(memory // memory_per_worker)))
     if workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+        raise UserError(f"must be >= 1, got {workers}", param="workers")
     if memory_per_worker > 0 and 0 < memory < workers * memory_per_worker:
         raise UserError(
-            f"--workers: {workers} workers need {workers * memory_per_worker / 2**30:.1f} GiB "
-            f"({memory_per_worker / 2**30:.2f} GiB each), the cluster has {memory / 2**30:.1f} GiB"
+            f"{workers} workers need {workers * memory_per_worker / 2**30:.1f} GiB "
+            f"({memory_per_worker / 2**30:.2f} GiB each), the cluster has {memory / 2**30:.1f} GiB",
+            param="workers",
         )
     if cpus <= 0:
-        raise UserError("--address: the Ray cluster has no CPU resources")
+        raise UserError("the Ray cluster has no CPU resources", param="address")
     share = cpus / workers
     num_cpus = min(1.0 if gpus_per_worker > 0 else float(threads), share)
     num_cpus = float(int(num_cpus * 1000) / 1000)  # Ray wants at most 4 decimals

@@ -133,25 +133,26 @@ def _check_destination(out: Store, plan: dict, resume: bool) -> Manifest | None:
     """Refuse to overwrite; return an existing complete manifest that ``--resume`` may reuse."""
     shown = storage.safe_url(out)
     if out.info().type == pafs.FileType.File:
-        raise UserError(f"--out: {shown!r} is a file, not a directory")
+        raise UserError(f"{shown!r} is a file, not a directory", param="out")
     if out.is_file(MANIFEST_NAME):
         try:
             m = read_manifest(out)
         except DatasetError as err:
             raise UserError(
-                f"--out: {shown!r} holds an invalid dataset ({err}); refusing"
+                f"{shown!r} holds an invalid dataset ({err}); refusing", param="out"
             ) from None
         same = m.config_sha256 == plan["config_sha256"] and m.seed == plan["seed"]
         if resume and same:
             return m
         why = " with another config or seed" if resume else ""
         raise UserError(
-            f"--out: a dataset already exists at {shown!r}{why}; refusing to overwrite it"
+            f"a dataset already exists at {shown!r}{why}; refusing to overwrite it", param="out"
         )
     if out.is_file(PLAN_PATH):
         if not resume:
             raise UserError(
-                f"--out: an unfinished dataset exists at {shown!r}; pass --resume to finish it"
+                f"an unfinished dataset exists at {shown!r}; pass `resume` to finish it",
+                param="out",
             )
         old = json.loads(out.read_bytes(PLAN_PATH))
         if old != plan:
@@ -159,14 +160,15 @@ def _check_destination(out: Store, plan: dict, resume: bool) -> Manifest | None:
                 k for k in ("config_sha256", "seed", "num_samples") if old.get(k) != plan.get(k)
             ]
             raise UserError(
-                f"--resume: the unfinished dataset at {shown!r} was started with another "
-                f"{', '.join(diff) or 'shard plan'}; refusing to mix them"
+                f"the unfinished dataset at {shown!r} was started with another "
+                f"{', '.join(diff) or 'shard plan'}; refusing to mix them",
+                param="resume",
             )
         return None
     others = [e for e in out.list() if posixpath.basename(e.path) != TMP_DIR]
     if others:
         raise UserError(
-            f"--out: {shown!r} exists and is not empty (no dataset there); refusing to use it"
+            f"{shown!r} exists and is not empty (no dataset there); refusing to use it", param="out"
         )
     return None
 
@@ -549,11 +551,11 @@ def generate_dataset(
 
 def _check_run_args(executor: str, seed, workers: int | None) -> None:
     if executor not in ("ray", "local"):
-        raise UserError(f"--executor: must be ray or local, got {executor!r}")
+        raise UserError(f"must be ray or local, got {executor!r}", param="executor")
     if not isinstance(seed, int) or seed < 0:
-        raise UserError(f"--seed: must be a non-negative integer, got {seed!r}")
+        raise UserError(f"must be a non-negative integer, got {seed!r}", param="seed")
     if workers is not None and workers < 1:
-        raise UserError(f"--workers: must be >= 1, got {workers}")
+        raise UserError(f"must be >= 1, got {workers}", param="workers")
 
 
 def _start_pool(config, address, verbose, workers, gpus_per_worker) -> bool:
@@ -595,7 +597,7 @@ class _Destination:
             out.check_writable()  # leaves nothing behind
             fresh = not out.is_file(PLAN_PATH)
         except OSError as err:
-            raise UserError(f"--out: cannot use {storage.safe_url(out)!r} ({err})") from None
+            raise UserError(f"cannot use {storage.safe_url(out)!r} ({err})", param="out") from None
         return cls(out, specs, plan, fresh)
 
     def clean_leftovers(self) -> None:
@@ -611,7 +613,9 @@ class _Destination:
             for rec in _done_records(self.out, self.specs):
                 totals.add(rec)
         except OSError as err:
-            raise UserError(f"--out: cannot use {storage.safe_url(self.out)!r} ({err})") from None
+            raise UserError(
+                f"cannot use {storage.safe_url(self.out)!r} ({err})", param="out"
+            ) from None
         done = totals.urls()
         return [s for s in self.specs if s.url not in done]
 
@@ -685,6 +689,6 @@ def _interrupted(out: Store, err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     reason = (lines[0] if lines else type(err).__name__)[:300]
     return (
-        f"--out: writing to {storage.safe_url(out)!r} failed ({reason}); the shards committed so "
-        "far are kept: run again with --resume to finish"
+        f"`out`: writing to {storage.safe_url(out)!r} failed ({reason}); the shards committed so "
+        "far are kept: run again with `resume` to finish"
     )

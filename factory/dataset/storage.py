@@ -275,7 +275,7 @@ class Store:
             self.fs.delete_file(self.join(probe))
         except (OSError, PermissionError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise UserError(f"--out: cannot write to {safe_url(url)!r} ({reason})") from None
+            raise UserError(f"cannot write to {safe_url(url)!r} ({reason})", param="out") from None
         finally:
             for path in created:  # innermost first; only if still empty
                 if self.exists(path) and not self.list(path):

@@ -117,7 +117,7 @@ def find_sample(dataset: str | Store, index: int) -> dict:
                 if s["__key__"] == key:
                     return s
     known = ", ".join(f"{s.first_index}..{s.end_index - 1}" for s in m.shards)
-    raise UserError(f"--index: no sample {index} in this dataset (indices {known})")
+    raise UserError(f"no sample {index} in this dataset (indices {known})", param="index")
 
 
 def preview_dataset(dataset: str | Store, index: int, out: str) -> str:
@@ -133,14 +133,14 @@ def preview_dataset(dataset: str | Store, index: int, out: str) -> str:
     png = preview_png(sample, names, f"{m.name} {m.version}: sample {sample['__key__']}")
     path = Path(out)
     if path.suffix.lower() != ".png":
-        raise UserError(f"--out: expected a .png file name, got {out!r}")
+        raise UserError(f"expected a .png file name, got {out!r}", param="out")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.part")
         tmp.write_bytes(png)
         tmp.replace(path)
     except OSError as err:
-        raise UserError(f"--out: cannot write {out!r} ({err.strerror or err})") from None
+        raise UserError(f"cannot write {out!r} ({err.strerror or err})", param="out") from None
     return str(path)
 
 

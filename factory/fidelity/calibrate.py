@@ -168,21 +168,3 @@ def format_value(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def format_suggestions(items: list[dict], base: str) -> list[str]:
-    """Printable lines: one ``--set KEY=VALUE  # reason`` per item, then the ``simaq generate``
-    command (``base``: e.g. ``--preset demo``) with the overrides of existing fields; pending
-    fields are marked."""
-    if not items:
-        return ["no change suggested: every rule is within its tolerance"]
-    lines = []
-    for it in items:
-        note = "" if it["exists"] else "  [pending: no such config field in this version yet]"
-        lines.append(f"--set {it['key']}={format_value(it['value'])}  # {it['reason']}{note}")
-    sets = " ".join(
-        f"--set {it['key']}={format_value(it['value'])}" for it in items if it["exists"]
-    )
-    if sets:
-        lines.append(f"simaq generate {base} {sets} --out OUT")
-    return lines

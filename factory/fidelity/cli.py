@@ -7,6 +7,7 @@ import json
 import typer
 
 from factory.cli_options import EndpointUrl
+from factory.fidelity.calibrate import format_value
 
 
 def _print_summary(report: dict) -> None:
@@ -61,7 +62,6 @@ def register(app: typer.Typer) -> None:
         from factory.config import preset_names
         from factory.dataset.manifest import read_manifest
         from factory.dataset.storage import Store
-        from factory.fidelity.calibrate import format_suggestions
         from factory.fidelity.calibrate import suggest as make_suggestions
         from factory.fidelity.report import fidelity_report, json_safe, write_report
 
@@ -83,3 +83,21 @@ def register(app: typer.Typer) -> None:
             base = f"--preset {preset}" if preset in preset_names() else "--config CONFIG"
             for line in format_suggestions(report["suggestions"], base):
                 typer.echo(line, err=as_json)
+
+
+def format_suggestions(items: list[dict], base: str) -> list[str]:
+    """Printable lines: one ``--set KEY=VALUE  # reason`` per item, then the ``simaq generate``
+    command (``base``: e.g. ``--preset demo``) with the overrides of existing fields; pending
+    fields are marked."""
+    if not items:
+        return ["no change suggested: every rule is within its tolerance"]
+    lines = []
+    for it in items:
+        note = "" if it["exists"] else "  [pending: no such config field in this version yet]"
+        lines.append(f"--set {it['key']}={format_value(it['value'])}  # {it['reason']}{note}")
+    sets = " ".join(
+        f"--set {it['key']}={format_value(it['value'])}" for it in items if it["exists"]
+    )
+    if sets:
+        lines.append(f"simaq generate {base} {sets} --out OUT")
+    return lines

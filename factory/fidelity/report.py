@@ -80,7 +80,7 @@ def load_recons(dataset, samples: int):
     url = store.url
     m = read_manifest(store)
     if "recon" not in m.fields:
-        raise UserError(f"--data: the dataset at {url!r} has no 'recon' field")
+        raise UserError(f"the dataset at {url!r} has no 'recon' field", param="data")
     out = []
     for rec in sorted(m.shards, key=lambda s: s.first_index):
         for s in iter_samples(store, rec, fields=m.fields):
@@ -88,7 +88,7 @@ def load_recons(dataset, samples: int):
             if len(out) >= samples:
                 return m, out
     if not out:
-        raise UserError(f"--data: the dataset at {url!r} has no samples")
+        raise UserError(f"the dataset at {url!r} has no samples", param="data")
     return m, out
 
 
@@ -98,15 +98,16 @@ def load_real(path: str, voxel_nm: float | None) -> tuple[np.ndarray, float, str
     from models.volume_io import read_volume
 
     if voxel_nm is not None and not (math.isfinite(voxel_nm) and voxel_nm > 0):
-        raise UserError(f"--real-voxel-nm: must be a positive number of nm, got {voxel_nm}")
-    vol, header_nm = read_volume(path, "--real")
+        raise UserError(f"must be a positive number of nm, got {voxel_nm}", param="real_voxel_nm")
+    vol, header_nm = read_volume(path, "real")
     if voxel_nm is None and not header_nm:
         raise UserError(
-            f"--real: {path!r} has no voxel size in its header; give it with --real-voxel-nm NM"
+            f"{path!r} has no voxel size in its header; give it with `real_voxel_nm` NM",
+            param="real",
         )
     if not np.isfinite(vol).all():
-        raise UserError(f"--real: {path!r} holds NaN or infinite values")
-    source = "--real-voxel-nm" if voxel_nm is not None else "file header"
+        raise UserError(f"{path!r} holds NaN or infinite values", param="real")
+    source = "given" if voxel_nm is not None else "file header"
     return vol, float(voxel_nm if voxel_nm is not None else header_nm), source
 
 
@@ -172,7 +173,7 @@ def fidelity_report(
     XZ planes of the normalised real volume and first sample.
     """
     if samples < 1:
-        raise UserError(f"--samples: must be >= 1, got {samples}")
+        raise UserError(f"must be >= 1, got {samples}", param="samples")
     real, real_nm, source = load_real(real_path, real_voxel_nm)
     from factory.dataset.storage import safe_url
 
@@ -270,7 +271,9 @@ def write_report(report: dict, arrays: dict, out_dir: str) -> tuple[str, str]:
         png = out / "fidelity.png"
         png.write_bytes(figure_png(report, arrays))
     except OSError as err:
-        raise UserError(f"--out: cannot write to {out_dir!r} ({err.strerror or err})") from None
+        raise UserError(
+            f"cannot write to {out_dir!r} ({err.strerror or err})", param="out"
+        ) from None
     return str(js), str(png)
 
 
