@@ -627,7 +627,8 @@ class _Destination:
         except OSError:
             pass  # the store is unreachable: --resume sorts out what is there
         if isinstance(err, ShardFailed) and err.user_error is not None:
-            raise UserError(str(err.user_error).strip().splitlines()[-1]) from None
+            user = err.user_error  # its message's last line: the error itself, not a traceback
+            raise UserError(user.message.strip().splitlines()[-1], param=user.param) from None
         if isinstance(err, ShardFailed | OSError):  # store lost, worker lost, stage crashed
             raise UserError(_interrupted(self.out, err)) from None
         raise err
