@@ -628,7 +628,10 @@ class _Destination:
             pass  # the store is unreachable: --resume sorts out what is there
         if isinstance(err, ShardFailed) and err.user_error is not None:
             user = err.user_error  # its message's last line: the error itself, not a traceback
-            raise UserError(user.message.strip().splitlines()[-1], param=user.param) from None
+            text = getattr(user, "message", None) or str(user)
+            raise UserError(
+                text.strip().splitlines()[-1], param=getattr(user, "param", None)
+            ) from None
         if isinstance(err, ShardFailed | OSError):  # store lost, worker lost, stage crashed
             raise UserError(_interrupted(self.out, err)) from None
         raise err
