@@ -61,9 +61,9 @@ def test_the_pool_never_holds_more_actors_than_the_memory_fits():
 @pytest.mark.parametrize(
     "resources, workers, gpus, match",
     [
-        ({"CPU": 2.0}, None, 1.0, "--gpus-per-worker: 1.0 GPU"),
-        ({"CPU": 2.0}, None, -1.0, "--gpus-per-worker: must be >= 0"),
-        ({"CPU": 2.0}, 0, None, "--workers"),
+        ({"CPU": 2.0}, None, 1.0, "gpus_per_worker: 1.0 GPU"),
+        ({"CPU": 2.0}, None, -1.0, "gpus_per_worker: must be >= 0"),
+        ({"CPU": 2.0}, 0, None, "^workers: must be >= 1"),
         ({"GPU": 1.0}, None, 0.0, "no CPU"),
     ],
 )
