@@ -155,7 +155,9 @@ def _check_destination(
         old = json.loads(storage.read_bytes(fs, plan_path))
         if old != plan:
             diff = [
-                k for k in ("config_sha256", "seed", "num_samples") if old.get(k) != plan.get(k)
+                k
+                for k in ("format_version", "config_sha256", "seed", "num_samples")
+                if old.get(k) != plan.get(k)
             ]
             raise UserError(
                 f"--resume: the unfinished dataset at {shown!r} was started with another "
