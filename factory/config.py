@@ -3,7 +3,7 @@
 A config is a tree of strict pydantic models (unknown keys are errors). Each stage owns its section:
 ``phantom`` (:mod:`factory.phantom.config`), ``acquisition`` and ``reconstruction``
 (:mod:`factory.acquisition.config`), ``dataset`` (:mod:`factory.dataset.config`). Random quantities
-are :class:`Dist` values, drawn with the stage's random stream (:mod:`factory.rng`).
+are :class:`Dist` values, drawn with the stage's random streams (:mod:`factory.rng`).
 
 Array convention everywhere: volumes are (Z, Y, X) with **Y the tilt axis**; the beam runs along Z
 at 0°. Lengths are in voxels unless a field name says otherwise (``_nm``, ``_um``); LAC in 1/µm.

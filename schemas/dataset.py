@@ -8,8 +8,10 @@ against the shard checksums, and field specs with a plain numeric ``dtype`` and 
 sizes. A failed check is a :class:`pydantic.ValidationError` whose message names the field and the
 value; :func:`factory.dataset.manifest.validate_manifest` turns it into one ``DatasetError`` line.
 
-Format version 1 (:data:`FORMAT_VERSION`). Manifests written before ``wids.json`` existed also hold
-the wids keys (``__kind__``, ``wids_version``, ``shardlist``): they are accepted and ignored
+Format version 2 (:data:`FORMAT_VERSION`); version 1 is read too (:data:`READ_VERSIONS`). The two
+have the same layout: they differ in how the content was drawn (format 2: each part of a phantom
+draws from its own sub-stream, :data:`factory.rng.SEED_RULE`; a format-1 dataset's samples differ
+at the same seed). Manifests written before ``wids.json`` existed also hold the wids keys (``__kind__``, ``wids_version``, ``shardlist``): they are accepted and ignored
 (:data:`LEGACY_KEYS`); the shard list is ``shards`` alone, and ``wids.json`` is derived from it.
 """
 
@@ -22,7 +24,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FORMAT_VERSION = 1
+#: The format written. 2: per-part phantom sub-streams (the samples differ from format 1 at the same
+#: seed and config); the files' layout is that of format 1.
+FORMAT_VERSION = 2
+#: The formats read (same layout; they differ only in how the content was drawn).
+READ_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 WIDS_NAME = "wids.json"
 WIDS_KIND = "wids-shard-index-v1"
@@ -197,7 +203,7 @@ class Manifest(Strict):
 
     model_config = ConfigDict(extra="ignore")
 
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: str
     version: str
     created: str
@@ -222,10 +228,11 @@ class Manifest(Strict):
         """Refuse a format this reader does not know before anything else; drop legacy keys."""
         if not isinstance(data, dict):
             raise ValueError(f"must be a JSON object, got {type(data).__name__}")
-        if "format_version" in data and data["format_version"] != FORMAT_VERSION:
+        v = data.get("format_version")
+        if "format_version" in data and (type(v) is not int or v not in READ_VERSIONS):
             raise ValueError(
-                f"format_version {repr(data['format_version'])[:40]} is not supported "
-                f"(this reader knows {FORMAT_VERSION})"
+                f"format_version {repr(v)[:40]} is not supported "
+                f"(this reader knows {', '.join(map(str, READ_VERSIONS))})"
             )
         if any(k in data for k in LEGACY_KEYS):
             data = {k: v for k, v in data.items() if k not in LEGACY_KEYS}

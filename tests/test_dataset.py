@@ -43,7 +43,7 @@ def test_layout_and_manifest(small_dataset, small_config):
     raw = json.loads((small_dataset / "manifest.json").read_text())
     assert all(k in raw for k in REQUIRED_KEYS)
     assert raw == m.dump()  # the file is the typed manifest's JSON, nothing else
-    assert m.name == "demo" and m.version == "1.0.0" and m.format_version == 1
+    assert m.name == "demo" and m.version == "1.0.0" and m.format_version == 2
     assert m.config == small_config.to_json() and m.config_sha256 == small_config.sha256
     assert m.seed == SMALL_SEED and m.seed_rule == SEED_RULE
     assert m.labels == label_scheme("full").to_json()
@@ -136,6 +136,23 @@ def test_another_seed_gives_another_content_hash(tmp_path):
     c = generate_dataset(cfg, str(tmp_path / "c"), seed=0, executor="local")
     assert a.content_sha256 != b.content_sha256
     assert a.content_sha256 == c.content_sha256
+
+
+def test_a_format_1_run_is_not_resumed_in_format_2(tmp_path):
+    """Format 2 draws other content at the same seed: an unfinished format-1 run is not mixed."""
+    from factory.config import load_preset
+    from factory.dataset.generate import _plan_doc
+    from factory.dataset.shards import plan_shards
+    from factory.errors import UserError
+
+    cfg = load_preset("demo", {"grid": {"shape": [32, 32, 32]}, "dataset": {"num_samples": 1}})
+    records = tmp_path / "old" / "_records"
+    records.mkdir(parents=True)
+    plan = _plan_doc(cfg, 0, plan_shards(cfg.dataset)[0])
+    assert plan["format_version"] == 2
+    (records / "_plan.json").write_text(json.dumps({**plan, "format_version": 1}))
+    with pytest.raises(UserError, match="started with another format_version"):
+        generate_dataset(cfg, str(tmp_path / "old"), seed=0, executor="local", resume=True)
 
 
 def test_index_parquet(small_dataset):

@@ -62,7 +62,7 @@ def _write_dataset(root, shards: dict[str, tuple[int, int, bytes]]) -> dict:
             }
         )
     m = {
-        "format_version": 1,
+        "format_version": 1,  # a format-1 manifest: still read
         "name": "hand",
         "version": "1.0.0",
         "created": "2020-01-01T00:00:00+00:00",

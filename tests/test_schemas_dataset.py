@@ -106,13 +106,24 @@ def test_round_trip(dataset):
 
 def test_an_unknown_format_version_is_refused(dataset):
     root, doc = dataset
-    for version in (2, 0, "1", None):
+    for version in (3, 0, "1", "2", None, True, 2.0):
         with pytest.raises(DatasetError, match=r"format_version .* is not supported"):
             validate_manifest({**doc, "format_version": version})
-    (root / "manifest.json").write_text(json.dumps({**doc, "format_version": 2}))
+    (root / "manifest.json").write_text(json.dumps({**doc, "format_version": 3}))
     with pytest.raises(DatasetError) as err:
         read_manifest(str(root))
-    assert str(err.value) == "manifest: format_version 2 is not supported (this reader knows 1)"
+    assert str(err.value) == "manifest: format_version 3 is not supported (this reader knows 1, 2)"
+
+
+def test_format_1_datasets_are_still_read(dataset):
+    """Format 2 changed how a phantom's content is drawn, not the layout: version 1 still reads."""
+    root, doc = dataset
+    assert FORMAT_VERSION == 2 and doc["format_version"] == 2
+    m = validate_manifest({**doc, "format_version": 1})
+    assert m.format_version == 1
+    (root / "manifest.json").write_text(json.dumps({**doc, "format_version": 1}))
+    assert read_manifest(str(root)).format_version == 1
+    assert verify_dataset(str(root)) == []
 
 
 @pytest.mark.parametrize(

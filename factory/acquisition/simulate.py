@@ -76,7 +76,8 @@ noiselessly.
 Randomness
 ----------
 Every row with an id has its own stream: the acquisition stage's seed sequence
-(:func:`factory.rng.seed_sequence`) with the id appended to the spawn key, so switching one effect
+(:func:`factory.rng.seed_sequence`) with the id appended to the spawn key
+(:func:`factory.rng.child_sequence`, the rule the phantom's parts follow too), so switching one effect
 on or off never changes another's draws. The ids are part of a dataset's identity (like
 :data:`factory.rng.STAGE_ID`): never renumber or reuse one.
 
@@ -138,7 +139,7 @@ from factory.acquisition.volume import (
 )
 from factory.params import Dist
 from factory.phantom.mount import CapillaryPlan
-from factory.rng import seed_sequence
+from factory.rng import child_rng, child_torch_generator, seed_sequence
 
 SINOGRAM_UNITS = {
     "line-integrals": "optical depth -log(I / I_flat) = integral of mu dl (mu in 1/um, l in um)",
@@ -339,20 +340,12 @@ class _Streams:
         self._ss = seed_sequence(seed, index, "acquisition")
         self._device = device
 
-    def _child(self, stream_id: int) -> np.random.SeedSequence:
-        return np.random.SeedSequence(
-            self._ss.entropy, spawn_key=tuple(self._ss.spawn_key) + (stream_id,)
-        )
-
     def np(self, stream_id: int) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64(self._child(stream_id)))
+        return child_rng(self._ss, stream_id)
 
     def torch(self, stream_id: int) -> torch.Generator:
-        # a second word of the same child sequence, so it differs from the numpy stream's seed
-        state = self._child(stream_id).generate_state(2, dtype=np.uint64)[1]
-        gen = torch.Generator(device=self._device)
-        gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-        return gen
+        # the second word of the same child sequence, so it differs from the numpy stream's seed
+        return child_torch_generator(self._ss, stream_id, device=self._device)
 
     def of(self, effect: Effect) -> EffectStream | None:
         """The streams of one row, or None for a deterministic step."""
@@ -904,7 +897,7 @@ SUBSTREAM_RULE = (
     "numpy.random.SeedSequence(seed, spawn_key=(sample_index, STAGE_ID['acquisition'], "
     "effect_id)); "
     f"effect ids { {k: v for k, v in EFFECT_ID.items() if k != 'mount'} }; torch generators "
-    "seeded with the first uint64 of that sequence"
+    "seeded with the second uint64 of that sequence"
 )
 # The rule's text predates the mount effect and is recorded in every sample, so the mount's id is
 # recorded with its draws (meta["mount"]["effect_id"]) instead, leaving older samples' meta as is.

@@ -157,7 +157,9 @@ def _check_destination(out: Store, plan: dict, resume: bool) -> Manifest | None:
         old = json.loads(out.read_bytes(PLAN_PATH))
         if old != plan:
             diff = [
-                k for k in ("config_sha256", "seed", "num_samples") if old.get(k) != plan.get(k)
+                k
+                for k in ("format_version", "config_sha256", "seed", "num_samples")
+                if old.get(k) != plan.get(k)
             ]
             raise UserError(
                 f"the unfinished dataset at {shown!r} was started with another "

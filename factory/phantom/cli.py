@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from factory.phantom import generate_phantom
+        from factory.rng import SEED_RULE
 
         try:
             dev = torch.device(device)
@@ -120,6 +121,7 @@ def register(app: typer.Typer) -> None:
         record = {
             "seed": seed,
             "index": index,
+            "seed_rule": SEED_RULE,
             "shape_zyx": list(lac.shape),
             "voxel_nm": vox,
             "units": {"lac": "1/um", "lengths": "voxels", "centre_vox": "(z, y, x)"},

@@ -13,7 +13,7 @@ from factory.phantom import mount as mountmod
 from factory.phantom import plan as planmod
 from factory.phantom.geometry import layout_cells
 from factory.phantom.voxelize import bounding_box, voxelize_cell
-from factory.rng import stage_rng, torch_generator
+from factory.rng import PhantomStreams
 
 _NAMES = {c["id"]: c["name"] for c in schemas.label_table()["classes"]}
 
@@ -160,9 +160,11 @@ def generate_phantom(
     config : factory.config.SimConfig
         The whole config: ``grid.shape`` (Z, Y, X), ``grid.voxel_nm``, ``energy_ev``, ``phantom``.
     seed, index : int
-        Global seed and sample index; the random streams are ``stage_rng(seed, index, "phantom")``
-        (geometry, LAC draws) and ``torch_generator(seed, index, "phantom", device)`` (textures,
-        deformation fields). Same inputs give bit-identical volumes on CPU.
+        Global seed and sample index. Each part draws from its own sub-stream of the phantom
+        stage (:class:`factory.rng.PhantomStreams`): numpy streams for the mount, the cell count,
+        the texture parameters, the layout, and per cell its shape and each organelle kind; torch
+        generators per cell for its deformation and texture fields. Same inputs give bit-identical
+        volumes on CPU.
     device : str or torch.device
         Where the volumes are built and returned.
     threads : int or None
@@ -215,7 +217,7 @@ def _layout(config, cells, cap, shape, rng, xy) -> list:
 
 @dataclass
 class _Plan:
-    """Everything a phantom draws from its numpy stream before any voxel is painted.
+    """Everything a phantom draws from its numpy streams before any voxel is painted.
 
     Attributes
     ----------
@@ -267,11 +269,10 @@ def _place_cells(config, cells, cap, shape, rng, xy) -> list:
     return placed
 
 
-def _draw_plan(config, shape: tuple[int, int, int], rng) -> _Plan:
-    """Draw mount, cells, texture, jitter, layout and organelles from ``rng``, in that order.
-
-    The order of the draws fixes every phantom of a seed: do not reorder them.
-    """
+def _draw_plan(config, shape: tuple[int, int, int], streams: PhantomStreams) -> _Plan:
+    """Draw mount, cells, texture, jitter, layout and organelles, each part from its own stream
+    of ``streams`` (so the parts' draws do not depend on each other's; within a part, the order
+    of the draws fixes every phantom of a seed: do not reorder them)."""
     cfg = config.phantom
     ratio = _lac_ratio(cfg, config.energy_ev)
     fit = cfg.fit_factor(shape)
@@ -279,18 +280,25 @@ def _draw_plan(config, shape: tuple[int, int, int], rng) -> _Plan:
     cap = None
     if config.mount.kind == "capillary":
         cap = mountmod.draw_capillary(
-            config.mount, rng, shape, float(config.grid.voxel_nm), float(config.energy_ev)
+            config.mount,
+            streams.rng("mount"),
+            shape,
+            float(config.grid.voxel_nm),
+            float(config.energy_ev),
         )
-    cells = planmod.draw_cells(cfg, rng, ctx)
-    texture = _draw_texture(cfg.texture, rng, fit)
+    cells = planmod.draw_cells(
+        cfg, streams.rng("cell_count"), lambda i: streams.rng("cell", i), ctx
+    )
+    texture = _draw_texture(cfg.texture, streams.rng("texture"), fit)
+    rng = streams.rng("layout")
     xy = (float(cfg.cells.xy_jitter_vox.sample(rng)), float(cfg.cells.xy_jitter_vox.sample(rng)))
     placed = _place_cells(config, cells, cap, shape, rng, xy)
     for cell in placed:
-        planmod.draw_organelles(cfg, cell, rng, ctx)
+        planmod.draw_organelles(cfg, cell, lambda kind, i=cell.index: streams.rng(kind, i), ctx)
     return _Plan(ratio, fit, cap, cells, placed, texture, xy)
 
 
-def _paint(config, plan: _Plan, shape, gen, device):
+def _paint(config, plan: _Plan, shape, streams: PhantomStreams, device):
     """Voxelize the placed cells (and a capillary) into fresh volumes.
 
     Returns
@@ -314,7 +322,8 @@ def _paint(config, plan: _Plan, shape, gen, device):
             lac,
             labels,
             texture=plan.texture,
-            generator=gen,
+            deformation_generator=streams.torch("deformation_field", cell.index),
+            texture_generator=streams.torch("texture_field", cell.index),
             deformation_mode=config.phantom.cells.deformation.mode,
         )
         voxels[: len(counts)] += np.asarray(counts)
@@ -359,12 +368,11 @@ def _meta(config, plan: _Plan, shape, voxels, objects, per_cell) -> dict:
 
 
 def _generate(config, seed: int, index: int, device: torch.device) -> Phantom:
-    """Draw the plan from ``stage_rng``, then paint it with ``torch_generator`` (see
+    """Draw the plan from the phantom's numpy streams, then paint it with its torch streams (see
     :func:`generate_phantom`)."""
     shape = tuple(int(n) for n in config.grid.shape)
-    rng = stage_rng(seed, index, "phantom")
-    gen = torch_generator(seed, index, "phantom", device)
-    plan = _draw_plan(config, shape, rng)
-    lac, labels, voxels, objects, per_cell = _paint(config, plan, shape, gen, device)
+    streams = PhantomStreams(seed, index, device)
+    plan = _draw_plan(config, shape, streams)
+    lac, labels, voxels, objects, per_cell = _paint(config, plan, shape, streams, device)
     meta = _meta(config, plan, shape, voxels, objects, per_cell)
     return Phantom(lac=lac, labels=labels, objects=objects, meta=meta)

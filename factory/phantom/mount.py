@@ -6,9 +6,9 @@ radius and the lumen radius, medium (water ice plus a buffer absorption) in the 
 cell is. Cells are bounded by spheres (:class:`~factory.phantom.plan.CellPlan.bound`) and placed
 end to end along Y, each at a uniform point of the lumen's cross-section, at least a gap apart.
 
-Draw order (phantom stream, before the cells are drawn): outer diameter, wall thickness, medium
-absorption, axis offset (Z, X); during the layout one spacing per cell and one cross-section point
-per cell. Every drawn value is rounded once (4 decimals) so that the recorded meta reproduces the
+Draw order (the phantom's ``mount`` stream, :class:`factory.rng.PhantomStreams`): outer diameter,
+wall thickness, medium absorption, axis offset (Z, X); during the layout (the ``layout`` stream,
+after the two jitters) one cross-section point and one spacing per cell. Every drawn value is rounded once (4 decimals) so that the recorded meta reproduces the
 painted geometry exactly (the acquisition rebuilds the capillary from it).
 """
 

@@ -1,14 +1,17 @@
 """Draw a phantom's geometry and absorption values (numpy only; no voxels).
 
-Every random draw of the phantom stage comes from one numpy Generator (``stage_rng(seed, index,
-"phantom")``) in a fixed order: cell count, texture, each cell's shape, the layout, then each
-placed cell's organelles. The result is a list of :class:`CellPlan` (local-frame organelles) that
+Every part of the phantom draws from its own numpy stream (:class:`factory.rng.PhantomStreams`):
+the cell count, each cell's shape, and per cell each organelle kind (nucleus, vacuoles, lipid
+droplets, mitochondria), so switching a part on or off never shifts another part's stream (what a
+part places may still depend on what an earlier one placed: vacuoles avoid the nucleus, droplets
+both). The result is a list of :class:`CellPlan` (local-frame organelles) that
 :mod:`factory.phantom.voxelize` turns into volumes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,12 +95,19 @@ def _count(dist, rng) -> int:
     return max(0, dist.sample_int(rng))
 
 
-def draw_cells(cfg: PhantomConfig, rng: np.random.Generator, ctx: Ctx) -> list[CellPlan]:
-    """Draw the cells' shapes and poses (before layout)."""
+def draw_cells(
+    cfg: PhantomConfig,
+    count_rng: np.random.Generator,
+    cell_rng: Callable[[int], np.random.Generator],
+    ctx: Ctx,
+) -> list[CellPlan]:
+    """Draw the cells' shapes and poses (before layout): the count from ``count_rng``, cell ``i``
+    from its own stream ``cell_rng(i)`` (so cell ``i`` does not depend on the count)."""
     c = cfg.cells
-    n = _count(c.count, rng)
+    n = _count(c.count, count_rng)
     cells = []
     for i in range(n):
+        rng = cell_rng(i)
         radii = np.array([c.radius_vox.sample(rng) for _ in range(3)]) * ctx.radius_scale
         wall = float(c.wall_thickness_vox.sample(rng))
         wall = max(wall * ctx.fit, min(wall, 1.0))  # a fitted wall stays a closed voxel shell
@@ -330,13 +340,22 @@ def _place_mitochondria(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> No
         cell.mito_radius = np.concatenate(rads)
 
 
-def draw_organelles(cfg: PhantomConfig, cell: CellPlan, rng, ctx: Ctx) -> None:
-    """Place one cell's organelles in its local frame: nucleus, vacuoles, droplets, mitochondria."""
-    if cfg.nucleus.enabled:
-        _place_nucleus(cfg, cell, rng, ctx)
-    if cfg.vacuoles.enabled:
-        _place_vacuoles(cfg, cell, rng, ctx)
-    if cfg.lipid_droplets.enabled:
-        _place_droplets(cfg, cell, rng, ctx)
-    if cfg.mitochondria.enabled:
-        _place_mitochondria(cfg, cell, rng, ctx)
+#: The organelle kinds in the order they are placed (later kinds avoid earlier ones); each kind
+#: draws from its own stream, named as in :data:`factory.rng.PHANTOM_STREAM_ID`.
+ORGANELLE_KINDS = ("nucleus", "vacuoles", "lipid_droplets", "mitochondria")
+_PLACE = {
+    "nucleus": _place_nucleus,
+    "vacuoles": _place_vacuoles,
+    "lipid_droplets": _place_droplets,
+    "mitochondria": _place_mitochondria,
+}
+
+
+def draw_organelles(
+    cfg: PhantomConfig, cell: CellPlan, rng_of: Callable[[str], np.random.Generator], ctx: Ctx
+) -> None:
+    """Place one cell's organelles in its local frame: nucleus, vacuoles, droplets, mitochondria,
+    each kind drawn from its own stream ``rng_of(kind)`` (asked only for the kinds enabled)."""
+    for kind in ORGANELLE_KINDS:
+        if getattr(cfg, kind).enabled:
+            _PLACE[kind](cfg, cell, rng_of(kind), ctx)

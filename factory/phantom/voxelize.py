@@ -193,19 +193,22 @@ def voxelize_cell(
     labels: torch.Tensor,
     *,
     texture: dict | None,
-    generator: torch.Generator,
+    deformation_generator: torch.Generator,
+    texture_generator: torch.Generator,
     deformation_mode: str = "3d",
 ) -> list[int]:
     """Write one planned cell into the grid volumes ``lac`` (float32) and ``labels`` (uint8).
 
     ``texture``: ``{"amplitude", "scale_vox", "octaves", "persistence"}`` or None;
     ``deformation_mode``: ``"3d"`` (a 3D field) or ``"2d"`` (one (Z, X) field on every Y slice).
+    The deformation fields and the texture field are drawn from their own generators (the cell's
+    ``deformation_field`` and ``texture_field`` streams, :class:`factory.rng.PhantomStreams`).
     The cell's LAC is painted straight into ``lac``'s box (cells never overlap); labels go through
     a local box merged with an element-wise maximum. Returns the voxel count per label id of the
     full table inside this cell (7 ints).
     """
     dev = lac.device
-    box = _CellBox(cell, lac.shape, generator, dev, deformation_mode)
+    box = _CellBox(cell, lac.shape, deformation_generator, dev, deformation_mode)
     outer, inner = box.shell(np.zeros(3), cell.radii, cell.inner)
     if cell.bud is not None:
         bud_inner_radii = inner_radii(cell.bud["radii"], cell.wall)
@@ -226,7 +229,7 @@ def voxelize_cell(
             scale=texture["scale_vox"],
             octaves=texture["octaves"],
             persistence=texture["persistence"],
-            generator=generator,
+            generator=texture_generator,
             device=dev,
         )
         tex.mul_(texture["amplitude"]).add_(1.0)  # relative modulation, mean ~1
