@@ -28,7 +28,7 @@ from factory.config import load_preset
 from factory.errors import ConfigError
 from factory.materials import MATERIALS, lac, lac_compound
 from factory.phantom import generate_phantom
-from factory.phantom import geometry as geo
+from factory.phantom import placement as geo
 from factory.phantom.cli import register
 from factory.rng import SEED_RULE
 

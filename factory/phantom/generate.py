@@ -11,7 +11,7 @@ import torch
 import schemas
 from factory.phantom import mount as mountmod
 from factory.phantom import plan as planmod
-from factory.phantom.geometry import layout_cells
+from factory.phantom.placement import layout_cells
 from factory.phantom.voxelize import bounding_box, voxelize_cell
 from factory.rng import PhantomStreams
 

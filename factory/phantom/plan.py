@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from factory.phantom import geometry as geo
+from factory.phantom import placement as geo
 from factory.phantom.config import PhantomConfig
 
 

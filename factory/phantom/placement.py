@@ -1,4 +1,4 @@
-"""Geometry of the phantom in numpy (no voxels): rotations, packings, layout, tube networks.
+"""Placement of the phantom's objects in numpy (no voxels): rotations, packings, layout, tube networks.
 
 Conventions: points are (z, y, x) in voxels. A cell has a centre in the grid and a rotation ``R``
 (3x3, columns are the cell's axes in grid coordinates); organelles live in the cell's local frame
