@@ -49,251 +49,229 @@ def _print_table(result: dict) -> None:
         )
 
 
+def train_cmd(
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        help="dataset root (local or s3://); repeat it to train on a mixture of datasets",
+    ),
+    out: str = typer.Option(..., "--out", help="run directory (resumed if it has checkpoints)"),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs (default: the preset's, 10)"),
+    workers: int | None = typer.Option(None, "--workers", help="Ray Train workers"),
+    use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per worker"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="stacks per step"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="stop after S steps"),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", help="steps per worker and epoch (default: one pass)"
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU) or unet2d",
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of init, order, augmentation"),
+    config: str | None = typer.Option(
+        None, "--config", help="YAML/JSON file of training parameters (models.config)"
+    ),
+    sets: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="override a training parameter: KEY=VALUE (YAML value), e.g. axis=0, patch=64, "
+        "features=32, val_slices=16, checkpoint_every=50, cpus_per_worker=0.5 or "
+        "augment.flip_p=0.2 (every field: models/config.py); repeatable, flags win",
+    ),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="training preset: cpu (small network, minutes on a laptop), cpu-quality (the "
+        "README's quality recipe, about 30 min on 2 cores) or reference (the SimAQ network, "
+        "for a GPU); default: reference with --use-gpu, else cpu",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+        "(default: $RAY_ADDRESS, else a private local Ray)",
+    ),
+    verbose: Verbose = False,
+    init: str | None = typer.Option(None, "--init", help="checkpoint to fine-tune from"),
+    real: str | None = typer.Option(None, "--real", help="real tomogram (MRC/TIFF/NPY)"),
+    real_labels: str | None = typer.Option(
+        None, "--real-labels", help="its sparse labels (−1 = unannotated)"
+    ),
+    endpoint_url: EndpointUrl = None,
+    allow_bad_shards: bool = typer.Option(
+        False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
+    ),
+) -> None:
+    """Train a segmentation network on a dataset's shards with Ray Train (resumable)."""
+    from factory.dataset.storage import Store
+    from models.config import default_train_preset, parse_train_config
+    from models.train import train
+
+    cfg = parse_train_config(
+        _load_config_file(config),
+        preset=preset or default_train_preset(use_gpu),
+        sets=sets,
+        epochs=epochs,
+        workers=workers,
+        use_gpu=use_gpu or None,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        steps_per_epoch=steps_per_epoch,
+        model=model,
+        lr=lr,
+        seed=seed,
+        allow_bad_shards=allow_bad_shards or None,
+    )
+    summary = train(
+        cfg,
+        [Store(d, endpoint_url) for d in data],
+        Store(out, endpoint_url),
+        init=None if init is None else Store(init, endpoint_url),
+        real=real,
+        real_labels=real_labels,
+        progress=True,
+        log=lambda msg: typer.echo(msg, err=True),
+        address=address,
+        verbose=verbose,
+    )
+    mt = summary["metrics"]
+    typer.echo(
+        f"epoch {mt.get('epoch')} step {mt.get('step')}: "
+        f"loss {mt.get('loss', float('nan')):.4f}, "
+        f"val mean IoU {mt.get('val_mean_iou', float('nan')):.3f}; "
+        f"checkpoint {summary['checkpoint']}"
+    )
+
+
+def evaluate_cmd(
+    model: str = typer.Option(
+        ..., "--model", help="run directory, checkpoint directory or its model.pt"
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="dataset root (local or s3://); or use --real"
+    ),
+    split: str = typer.Option("test", "--split", help="split to evaluate (--data)"),
+    real: str | None = typer.Option(
+        None, "--real", help="real tomogram (MRC, TIFF, NPY) to score instead of --data"
+    ),
+    real_labels: str | None = typer.Option(
+        None, "--real-labels", help="its sparse labels, same shape (--ignore = unlabelled)"
+    ),
+    class_map: str | None = typer.Option(
+        None,
+        "--map",
+        help="NAME=ID,...: model class NAME is label id ID (default: class k is id k); "
+        "'cell' takes every non-background model class the map does not name, e.g. "
+        "background=0,cell=1; classes neither named nor merged count as wrong",
+    ),
+    ignore: int = typer.Option(-1, "--ignore", help="label id of unlabelled voxels"),
+    voxel_nm: float | None = typer.Option(
+        None, "--voxel-nm", help="voxel size of --real in nm (default: its file header)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (no bar)"),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="directory for evaluation.json, slices.csv, violin_iou.png "
+        "(--real: evaluation_real.json, real_planes.png)",
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
+    endpoint_url: EndpointUrl = None,
+    allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
+) -> None:
+    """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
+    labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
+    if (data is None) == (real is None):
+        raise UserError("evaluate: give exactly one of --data DATASET or --real TOMOGRAM")
+    if real is not None:
+        _evaluate_real(
+            model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
+            out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json,
+        )  # fmt: skip
+        return
+    from factory.dataset.storage import Store
+    from models.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        Store(model, endpoint_url),
+        Store(data, endpoint_url),
+        split=split,
+        out=out,
+        batch_size=batch_size,
+        max_samples=max_samples,
+        allow_bad_shards=allow_bad_shards,
+        progress=not as_json,
+    )
+    if result.get("bad_shards"):
+        typer.secho(f"skipped bad shards: {result['bad_shards']}", err=True, fg="yellow")
+    if as_json:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        _print_table(result)
+
+
+def segment_cmd(
+    input_path: str = typer.Argument(..., metavar="INPUT", help="tomogram (MRC, TIFF, NPY)"),
+    model: str = typer.Option(
+        ..., "--model", help="run directory, checkpoint directory or its model.pt"
+    ),
+    out: str = typer.Option(..., "--out", help="labels file (.tif, .tiff, .mrc, .npy)"),
+    voxel_nm: float | None = typer.Option(
+        None,
+        "--voxel-nm",
+        help="voxel size of INPUT in nm (default: its file header; required if it has none); "
+        "INPUT is resampled to the model's training voxel size and back",
+    ),
+    fov: str = typer.Option(
+        "cylinder", "--fov", help="normalise inside the FOV cylinder around Y, or 'all'"
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda (default: auto)"),
+    min_radius_nm: list[str] = typer.Option(
+        [], "--min-radius-nm", help="CLASS=NM: drop smaller objects (repeatable)"
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="progress bar on stderr while predicting"
+    ),
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
+    record of the voxel sizes used."""
+    from factory.dataset.storage import Store
+    from models.segment import segment_file
+
+    if voxel_nm is not None and voxel_nm <= 0:
+        raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
+    segment_file(
+        Store(model, endpoint_url),
+        input_path,
+        out,
+        voxel_nm=voxel_nm,
+        fov=fov,
+        batch_size=batch_size,
+        device=device,
+        min_radius=min_radius_nm,
+        progress=progress,
+        log=typer.echo,
+    )
+
+
+#: The commands this module adds to ``simaq``: (name, function).
+COMMANDS = (
+    ("train", train_cmd),
+    ("evaluate", evaluate_cmd),
+    ("segment", segment_cmd),
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the model commands to the ``simaq`` app."""
-
-    @app.command("train")
-    def train_cmd(
-        data: list[str] = typer.Option(
-            ...,
-            "--data",
-            help="dataset root (local or s3://); repeat it to train on a mixture of datasets",
-        ),
-        out: str = typer.Option(..., "--out", help="run directory (resumed if it has checkpoints)"),
-        epochs: int | None = typer.Option(
-            None, "--epochs", help="epochs (default: the preset's, 10)"
-        ),
-        workers: int | None = typer.Option(None, "--workers", help="Ray Train workers"),
-        use_gpu: bool = typer.Option(False, "--use-gpu", help="one GPU per worker"),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="stacks per step"),
-        max_steps: int | None = typer.Option(None, "--max-steps", help="stop after S steps"),
-        checkpoint_every: int | None = typer.Option(
-            None,
-            "--checkpoint-every",
-            help="also checkpoint every N steps (model, optimiser and stream position: a resumed "
-            "run continues with the exact next sample); default: at epoch ends",
-        ),
-        steps_per_epoch: int | None = typer.Option(
-            None, "--steps-per-epoch", help="steps per worker and epoch (default: one pass)"
-        ),
-        model: str | None = typer.Option(
-            None,
-            "--model",
-            help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU) or unet2d",
-        ),
-        features: int | None = typer.Option(None, "--features", help="first-level channels"),
-        depth: int | None = typer.Option(None, "--depth", help="resolution levels"),
-        axis: int | None = typer.Option(
-            None, "--axis", help="slicing axis of (Z, Y, X), default 1"
-        ),
-        patch: int | None = typer.Option(None, "--patch", help="random in-plane crop size"),
-        lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)"),
-        val_slices: int | None = typer.Option(
-            None,
-            "--val-slices",
-            help="validation slices per epoch (default 64; 0: none; full scores: simaq evaluate)",
-        ),
-        cpus_per_worker: float | None = typer.Option(
-            None, "--cpus-per-worker", help="CPUs per worker (fractions allowed)"
-        ),
-        seed: int | None = typer.Option(None, "--seed", help="seed of init, order, augmentation"),
-        config: str | None = typer.Option(
-            None, "--config", help="YAML/JSON file of training parameters (models.config)"
-        ),
-        sets: list[str] | None = typer.Option(
-            None,
-            "--set",
-            help="override a training parameter: KEY=VALUE (YAML value), e.g. "
-            "augment.flip_p=0.2 or lr_schedule=cosine; repeatable, flags win",
-        ),
-        preset: str | None = typer.Option(
-            None,
-            "--preset",
-            help="training preset: cpu (small network, minutes on a laptop), cpu-quality (the "
-            "README's quality recipe, about 30 min on 2 cores) or reference (the SimAQ network, "
-            "for a GPU); default: reference with --use-gpu, else cpu",
-        ),
-        address: str | None = typer.Option(
-            None,
-            "--address",
-            help="existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
-            "(default: $RAY_ADDRESS, else a private local Ray)",
-        ),
-        verbose: Verbose = False,
-        init: str | None = typer.Option(None, "--init", help="checkpoint to fine-tune from"),
-        real: str | None = typer.Option(None, "--real", help="real tomogram (MRC/TIFF/NPY)"),
-        real_labels: str | None = typer.Option(
-            None, "--real-labels", help="its sparse labels (−1 = unannotated)"
-        ),
-        real_ratio: float | None = typer.Option(
-            None, "--real-ratio", help="probability a stack comes from the real tomogram"
-        ),
-        endpoint_url: EndpointUrl = None,
-        allow_bad_shards: bool = typer.Option(
-            False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
-        ),
-    ) -> None:
-        """Train a segmentation network on a dataset's shards with Ray Train (resumable)."""
-        from factory.dataset.storage import Store
-        from models.config import default_train_preset, parse_train_config
-        from models.train import train
-
-        cfg = parse_train_config(
-            _load_config_file(config),
-            preset=preset or default_train_preset(use_gpu),
-            sets=sets,
-            epochs=epochs,
-            workers=workers,
-            use_gpu=use_gpu or None,
-            batch_size=batch_size,
-            max_steps=max_steps,
-            checkpoint_every=checkpoint_every,
-            steps_per_epoch=steps_per_epoch,
-            model=model,
-            features=features,
-            depth=depth,
-            axis=axis,
-            patch=patch,
-            lr=lr,
-            val_slices=val_slices,
-            cpus_per_worker=cpus_per_worker,
-            seed=seed,
-            real_ratio=real_ratio,
-            allow_bad_shards=allow_bad_shards or None,
-        )
-        summary = train(
-            cfg,
-            [Store(d, endpoint_url) for d in data],
-            Store(out, endpoint_url),
-            init=None if init is None else Store(init, endpoint_url),
-            real=real,
-            real_labels=real_labels,
-            progress=True,
-            log=lambda msg: typer.echo(msg, err=True),
-            address=address,
-            verbose=verbose,
-        )
-        mt = summary["metrics"]
-        typer.echo(
-            f"epoch {mt.get('epoch')} step {mt.get('step')}: "
-            f"loss {mt.get('loss', float('nan')):.4f}, "
-            f"val mean IoU {mt.get('val_mean_iou', float('nan')):.3f}; "
-            f"checkpoint {summary['checkpoint']}"
-        )
-
-    @app.command("evaluate")
-    def evaluate_cmd(
-        model: str = typer.Option(
-            ..., "--model", help="run directory, checkpoint directory or its model.pt"
-        ),
-        data: str | None = typer.Option(
-            None, "--data", help="dataset root (local or s3://); or use --real"
-        ),
-        split: str = typer.Option("test", "--split", help="split to evaluate (--data)"),
-        real: str | None = typer.Option(
-            None, "--real", help="real tomogram (MRC, TIFF, NPY) to score instead of --data"
-        ),
-        real_labels: str | None = typer.Option(
-            None, "--real-labels", help="its sparse labels, same shape (--ignore = unlabelled)"
-        ),
-        class_map: str | None = typer.Option(
-            None,
-            "--map",
-            help="NAME=ID,...: model class NAME is label id ID (default: class k is id k); "
-            "'cell' takes every non-background model class the map does not name, e.g. "
-            "background=0,cell=1; classes neither named nor merged count as wrong",
-        ),
-        ignore: int = typer.Option(-1, "--ignore", help="label id of unlabelled voxels"),
-        voxel_nm: float | None = typer.Option(
-            None, "--voxel-nm", help="voxel size of --real in nm (default: its file header)"
-        ),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON (no bar)"),
-        out: str | None = typer.Option(
-            None,
-            "--out",
-            help="directory for evaluation.json, slices.csv, violin_iou.png "
-            "(--real: evaluation_real.json, real_planes.png)",
-        ),
-        batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
-        max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
-        endpoint_url: EndpointUrl = None,
-        allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
-    ) -> None:
-        """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
-        labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
-        if (data is None) == (real is None):
-            raise UserError("evaluate: give exactly one of --data DATASET or --real TOMOGRAM")
-        if real is not None:
-            _evaluate_real(
-                model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
-                out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json,
-            )  # fmt: skip
-            return
-        from factory.dataset.storage import Store
-        from models.evaluate import evaluate_checkpoint
-
-        result = evaluate_checkpoint(
-            Store(model, endpoint_url),
-            Store(data, endpoint_url),
-            split=split,
-            out=out,
-            batch_size=batch_size,
-            max_samples=max_samples,
-            allow_bad_shards=allow_bad_shards,
-            progress=not as_json,
-        )
-        if result.get("bad_shards"):
-            typer.secho(f"skipped bad shards: {result['bad_shards']}", err=True, fg="yellow")
-        if as_json:
-            typer.echo(json.dumps(result, indent=1))
-        else:
-            _print_table(result)
-
-    @app.command("segment")
-    def segment_cmd(
-        input_path: str = typer.Argument(..., metavar="INPUT", help="tomogram (MRC, TIFF, NPY)"),
-        model: str = typer.Option(
-            ..., "--model", help="run directory, checkpoint directory or its model.pt"
-        ),
-        out: str = typer.Option(..., "--out", help="labels file (.tif, .tiff, .mrc, .npy)"),
-        voxel_nm: float | None = typer.Option(
-            None,
-            "--voxel-nm",
-            help="voxel size of INPUT in nm (default: its file header; required if it has none); "
-            "INPUT is resampled to the model's training voxel size and back",
-        ),
-        fov: str = typer.Option(
-            "cylinder", "--fov", help="normalise inside the FOV cylinder around Y, or 'all'"
-        ),
-        batch_size: int = typer.Option(16, "--batch-size", help="stacks per forward pass"),
-        device: str | None = typer.Option(None, "--device", help="cpu, cuda (default: auto)"),
-        min_radius_nm: list[str] = typer.Option(
-            [], "--min-radius-nm", help="CLASS=NM: drop smaller objects (repeatable)"
-        ),
-        progress: bool = typer.Option(
-            True, "--progress/--no-progress", help="progress bar on stderr while predicting"
-        ),
-        endpoint_url: EndpointUrl = None,
-    ) -> None:
-        """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
-        record of the voxel sizes used."""
-        from factory.dataset.storage import Store
-        from models.segment import segment_file
-
-        if voxel_nm is not None and voxel_nm <= 0:
-            raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
-        segment_file(
-            Store(model, endpoint_url),
-            input_path,
-            out,
-            voxel_nm=voxel_nm,
-            fov=fov,
-            batch_size=batch_size,
-            device=device,
-            min_radius=min_radius_nm,
-            progress=progress,
-            log=typer.echo,
-        )
+    for name, command in COMMANDS:
+        app.command(name)(command)
 
 
 def _evaluate_real(

@@ -19,7 +19,7 @@ from _cli import assert_stopped_not_retried, error_line, run
 
 from factory.dataset.manifest import DatasetError, read_manifest
 
-TINY = ["--features", "4", "--depth", "2", "--batch-size", "2", "--lr", "0.01"]
+TINY = ["--set", "features=4", "--set", "depth=2", "--batch-size", "2", "--lr", "0.01"]
 
 
 def flip(path, at: float = 0.5) -> None:
@@ -128,7 +128,7 @@ def test_training_skips_a_bad_shard_when_asked_and_says_so(
     shutil.copytree(small_dataset, ds)
     (ds / "shards" / "train-000000.tar").unlink()
     args = ["train", "--data", str(ds), *TINY, "--epochs", "1", "--steps-per-epoch", "2",
-            "--val-slices", "4"]  # fmt: skip
+            "--set", "val_slices=4"]  # fmt: skip
     # (refusal without the flag: tests/test_models.py and the data-level test above)
     code, stdout, err = run(
         monkeypatch, capsys, *args, "--out", str(tmp_path / "r2"), "--allow-bad-shards"
@@ -155,8 +155,8 @@ def test_a_bad_shard_stops_both_ranks_at_once_and_is_not_retried(
     flip(ds / "shards" / bad, 0.7)
     code, _, err = run(
         monkeypatch, capsys, "train", "--data", str(ds), "--out", str(tmp_path / "run"), *TINY,
-        "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "1", "--steps-per-epoch",
-        str(steps), "--val-slices", "4", "--set", "mix_volumes=1", "--set", "max_failures=2",
+        "--workers", "2", "--set", "cpus_per_worker=0.5", "--epochs", "1", "--steps-per-epoch",
+        str(steps), "--set", "val_slices=4", "--set", "mix_volumes=1", "--set", "max_failures=2",
     )  # fmt: skip
     assert code == 2, err[-3000:]
     assert error_line(err, ray_logs=True).endswith(

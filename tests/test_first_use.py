@@ -79,7 +79,7 @@ def test_train_with_relative_paths_writes_everything_into_the_run_dir(workdir):
     before = ray_pids()
     res = simaq(
         "train", "--data", "out/demo", "--out", "runs/r1", "--max-steps", "4",
-        "--steps-per-epoch", "2", "--epochs", "2", "--val-slices", "4", "--cpus-per-worker", "0.5",
+        "--steps-per-epoch", "2", "--epochs", "2", "--set", "val_slices=4", "--set", "cpus_per_worker=0.5",
         cwd=workdir,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -105,7 +105,7 @@ def test_a_failed_training_run_leaves_nothing_and_says_one_line(workdir):
     next((broken / "shards").glob("train-*.tar")).unlink()
     res = simaq(
         "train", "--data", "out/broken", "--out", "runs/bad", "--max-steps", "2",
-        "--steps-per-epoch", "2", "--epochs", "1", "--cpus-per-worker", "0.5", cwd=workdir,
+        "--steps-per-epoch", "2", "--epochs", "1", "--set", "cpus_per_worker=0.5", cwd=workdir,
     )  # fmt: skip
     assert res.returncode == 2, res.stderr[-3000:]
     lines = [ln for ln in res.stderr.replace("\r", "\n").splitlines() if ln.strip()]

@@ -9,7 +9,7 @@ import json
 import pytest
 from _cli import error_line, run
 
-TINY = ["--features", "4", "--depth", "2", "--batch-size", "4", "--lr", "0.01"]
+TINY = ["--set", "features=4", "--set", "depth=2", "--batch-size", "4", "--lr", "0.01"]
 SMALL = {"num_samples": 4, "shard_size": 2, "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}
 
 
@@ -59,7 +59,7 @@ def test_training_on_a_mixture_records_both_datasets(
     code, _, err = run(
         monkeypatch, capsys, "train", "--data", str(small_dataset), "--data",
         str(capillary_dataset), "--out", str(run_dir), *TINY, "--epochs", "1",
-        "--steps-per-epoch", "3", "--val-slices", "4", "--cpus-per-worker", "0.5",
+        "--steps-per-epoch", "3", "--set", "val_slices=4", "--set", "cpus_per_worker=0.5",
     )  # fmt: skip
     assert code == 0, err
     state = json.loads(next(run_dir.glob("ray/checkpoint_*/state.json")).read_text())

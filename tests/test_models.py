@@ -24,7 +24,7 @@ from _models_helpers import split_samples
 import cli
 from factory.dataset.manifest import read_manifest
 
-TINY = ["--features", "4", "--depth", "2", "--batch-size", "4", "--lr", "0.01"]
+TINY = ["--set", "features=4", "--set", "depth=2", "--batch-size", "4", "--lr", "0.01"]
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -56,8 +56,8 @@ def trained(ray_session, s3_dataset, s3_endpoint, tmp_path_factory):
     each) streaming their shares of the train shards from the loopback S3 endpoint."""
     run_dir = tmp_path_factory.mktemp("models") / "run"
     args = ["train", "--data", s3_dataset, "--endpoint-url", s3_endpoint, "--out", str(run_dir)]
-    args += [*TINY, "--workers", "2", "--cpus-per-worker", "0.5", "--epochs", "3"]
-    args += ["--steps-per-epoch", "8", "--val-slices", "16", "--seed", "1"]
+    args += [*TINY, "--workers", "2", "--set", "cpus_per_worker=0.5", "--epochs", "3"]
+    args += ["--steps-per-epoch", "8", "--set", "val_slices=16", "--seed", "1"]
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(sys, "argv", ["simaq", *args])
@@ -98,7 +98,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     shutil.copytree(trained, run_dir)  # a run stopped after its checkpoint of epoch 3
     before = read_metrics(trained)
     args = ["train", "--data", str(small_dataset), "--out", str(run_dir), *TINY]
-    more = ["--epochs", "4", "--steps-per-epoch", "8", "--val-slices", "16"]
+    more = ["--epochs", "4", "--steps-per-epoch", "8", "--set", "val_slices=16"]
     code, _, err = run(monkeypatch, capsys, *args, *more)  # the run's seed is 1
     assert code == 2 and "resume it with --seed 1" in error_line(err)
     # on one worker where it ran on two: the stream is dealt anew (tests/test_resume.py)
@@ -114,7 +114,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(
     state = json.loads((run_dir / "ray" / "checkpoint_00000032" / "state.json").read_text())
     assert state["epoch"] == 4 and state["step"] == 32
     # another architecture in the same run directory is refused
-    code, _, err = run(monkeypatch, capsys, *args, "--features", "8")
+    code, _, err = run(monkeypatch, capsys, *args, "--set", "features=8")
     assert code == 2 and "features=4" in error_line(err)
 
 
@@ -316,8 +316,8 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
     code, stdout, err = run(
         monkeypatch, capsys, "train", "--data", str(small_dataset), "--out", run_url,
         "--endpoint-url", s3_endpoint, "--init", str(trained), "--real", str(tmp_path / "real.tif"),
-        "--real-labels", str(tmp_path / "real_labels.tif"), "--real-ratio", "0.5",
-        "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "4", "--val-slices", "0",
+        "--real-labels", str(tmp_path / "real_labels.tif"), "--set", "real_ratio=0.5",
+        "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "4", "--set", "val_slices=0",
     )  # fmt: skip
     assert code == 0, err
     run_store = Store(run_url, s3_endpoint)
@@ -491,7 +491,7 @@ def test_segment_refuses_a_tomogram_smaller_than_the_window(
     [
         (["--epochs", "0"], "train.epochs"),
         (["--model", "resnet"], "train.model"),
-        (["--val-slices", "-1"], "train.val_slices"),
+        (["--set", "val_slices=-1"], "train.val_slices"),
         (["--real", "x.tif"], "--real and --real-labels"),
         (["--set", "augment.flip_p=2"], "train.augment.flip_p"),
         (["--set", "learning_rate=0.1"], "train.learning_rate"),

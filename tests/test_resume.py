@@ -22,9 +22,9 @@ from _cli import cli_argv, run
 
 from factory.dataset.manifest import read_manifest
 
-ARGS = ["--features", "4", "--depth", "2", "--set", "window=3", "--batch-size", "4",
-        "--lr", "0.01", "--epochs", "2", "--steps-per-epoch", "4", "--checkpoint-every", "2",
-        "--val-slices", "8"]  # fmt: skip
+ARGS = ["--set", "features=4", "--set", "depth=2", "--set", "window=3", "--batch-size", "4",
+        "--lr", "0.01", "--epochs", "2", "--steps-per-epoch", "4", "--set", "checkpoint_every=2",
+        "--set", "val_slices=8"]  # fmt: skip
 LAST = "checkpoint_00000008"
 
 
@@ -205,7 +205,7 @@ def test_resume_on_another_number_of_workers_sees_each_stack_once(
     out, trace = tmp_path / "run", tmp_path / "trace"
     monkeypatch.setenv("SIMAQ_STREAM_TRACE", str(trace))
     # blocks of one volume: the 3 training volumes can be dealt to 1, 2 or 3 ranks
-    common = ["--cpus-per-worker", "0.5", "--epochs", "4", "--set", "mix_volumes=1"]
+    common = ["--set", "cpus_per_worker=0.5", "--epochs", "4", "--set", "mix_volumes=1"]
     for workers, steps in ((1, 4), (2, 8), (1, 16)):
         _train(monkeypatch, capsys, str(small_dataset), str(out), *common,
                "--workers", str(workers), "--max-steps", str(steps))  # fmt: skip

@@ -36,53 +36,55 @@ def _print_summary(report: dict) -> None:
         typer.echo(f"  note: {note}")
 
 
+def fidelity(
+    data: str = typer.Option(
+        ..., "--data", help="dataset root (local or s3://) or its manifest.json"
+    ),
+    real: str = typer.Option(..., "--real", help="real tomogram: .mrc/.rec/.tif/.npy (Z, Y, X)"),
+    real_voxel_nm: float | None = typer.Option(
+        None, "--real-voxel-nm", help="voxel size of --real in nm (default: file header)"
+    ),
+    out: str = typer.Option(..., "--out", help="directory for fidelity.json and fidelity.png"),
+    samples: int = typer.Option(8, "--samples", help="synthetic samples compared (first N)"),
+    suggest: bool = typer.Option(
+        False, "--suggest", help="print --set overrides towards the real tomogram"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Compare a dataset's reconstructions with a real tomogram (metrics, distance, PNG)."""
+    from factory.config import preset_names
+    from factory.dataset.manifest import read_manifest
+    from factory.dataset.storage import Store
+    from factory.fidelity.calibrate import suggest as make_suggestions
+    from factory.fidelity.report import fidelity_report, json_safe, write_report
+
+    dataset = Store(data, endpoint_url)
+    report, arrays = fidelity_report(dataset, real, real_voxel_nm=real_voxel_nm, samples=samples)
+    if suggest:
+        config = read_manifest(dataset).config
+        report["suggestions"] = make_suggestions(report, config)
+    js, png = write_report(report, arrays, out)
+    if as_json:
+        typer.echo(json.dumps(json_safe(report), indent=1, allow_nan=False))
+    else:
+        _print_summary(report)
+        typer.echo(f"wrote {js} and {png}")
+    if suggest:
+        preset = report["dataset"]["preset"]
+        base = f"--preset {preset}" if preset in preset_names() else "--config CONFIG"
+        for line in format_suggestions(report["suggestions"], base):
+            typer.echo(line, err=as_json)
+
+
+#: The commands this module adds to ``simaq``: (name, function).
+COMMANDS = (("fidelity", fidelity),)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``simaq fidelity`` to the ``simaq`` app."""
-
-    @app.command("fidelity")
-    def fidelity(
-        data: str = typer.Option(
-            ..., "--data", help="dataset root (local or s3://) or its manifest.json"
-        ),
-        real: str = typer.Option(
-            ..., "--real", help="real tomogram: .mrc/.rec/.tif/.npy (Z, Y, X)"
-        ),
-        real_voxel_nm: float | None = typer.Option(
-            None, "--real-voxel-nm", help="voxel size of --real in nm (default: file header)"
-        ),
-        out: str = typer.Option(..., "--out", help="directory for fidelity.json and fidelity.png"),
-        samples: int = typer.Option(8, "--samples", help="synthetic samples compared (first N)"),
-        suggest: bool = typer.Option(
-            False, "--suggest", help="print --set overrides towards the real tomogram"
-        ),
-        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-        endpoint_url: EndpointUrl = None,
-    ) -> None:
-        """Compare a dataset's reconstructions with a real tomogram (metrics, distance, PNG)."""
-        from factory.config import preset_names
-        from factory.dataset.manifest import read_manifest
-        from factory.dataset.storage import Store
-        from factory.fidelity.calibrate import suggest as make_suggestions
-        from factory.fidelity.report import fidelity_report, json_safe, write_report
-
-        dataset = Store(data, endpoint_url)
-        report, arrays = fidelity_report(
-            dataset, real, real_voxel_nm=real_voxel_nm, samples=samples
-        )
-        if suggest:
-            config = read_manifest(dataset).config
-            report["suggestions"] = make_suggestions(report, config)
-        js, png = write_report(report, arrays, out)
-        if as_json:
-            typer.echo(json.dumps(json_safe(report), indent=1, allow_nan=False))
-        else:
-            _print_summary(report)
-            typer.echo(f"wrote {js} and {png}")
-        if suggest:
-            preset = report["dataset"]["preset"]
-            base = f"--preset {preset}" if preset in preset_names() else "--config CONFIG"
-            for line in format_suggestions(report["suggestions"], base):
-                typer.echo(line, err=as_json)
+    for name, command in COMMANDS:
+        app.command(name)(command)
 
 
 def format_suggestions(items: list[dict], base: str) -> list[str]:
