@@ -39,7 +39,11 @@ def _register_all() -> None:
             if err.name == module:  # that stage has no commands (yet)
                 continue
             raise
-        mod.register(app)
+        commands = getattr(mod, "COMMANDS", None)  # (name, function) pairs, or a register(app)
+        if commands is None:
+            mod.register(app)
+        for name, command in commands or ():
+            app.command(name)(command)
 
 
 def _version_callback(value: bool) -> None:

@@ -260,18 +260,12 @@ def segment_cmd(
     )
 
 
-#: The commands this module adds to ``simaq``: (name, function).
+#: The commands this module adds to ``simaq`` (name, function; registered by ``cli.py``).
 COMMANDS = (
     ("train", train_cmd),
     ("evaluate", evaluate_cmd),
     ("segment", segment_cmd),
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the model commands to the ``simaq`` app."""
-    for name, command in COMMANDS:
-        app.command(name)(command)
 
 
 def _evaluate_real(

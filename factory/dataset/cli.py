@@ -220,7 +220,7 @@ def publish(
     typer.echo(f"published {safe_url(dest)}")
 
 
-#: The commands this module adds to ``simaq``: (name, function).
+#: The commands this module adds to ``simaq`` (name, function; registered by ``cli.py``).
 COMMANDS = (
     ("generate", generate),
     ("verify", verify),
@@ -228,9 +228,3 @@ COMMANDS = (
     ("preview", preview),
     ("publish", publish),
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the dataset commands to the ``simaq`` app."""
-    for name, command in COMMANDS:
-        app.command(name)(command)

@@ -77,14 +77,8 @@ def fidelity(
             typer.echo(line, err=as_json)
 
 
-#: The commands this module adds to ``simaq``: (name, function).
+#: The commands this module adds to ``simaq`` (name, function; registered by ``cli.py``).
 COMMANDS = (("fidelity", fidelity),)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``simaq fidelity`` to the ``simaq`` app."""
-    for name, command in COMMANDS:
-        app.command(name)(command)
 
 
 def format_suggestions(items: list[dict], base: str) -> list[str]:
