@@ -111,32 +111,17 @@ def train_cmd(
     from models.train import train
 
     cfg = parse_train_config(
-        _load_config_file(config),
-        preset=preset or default_train_preset(use_gpu),
-        sets=sets,
-        epochs=epochs,
-        workers=workers,
-        use_gpu=use_gpu or None,
-        batch_size=batch_size,
-        max_steps=max_steps,
-        steps_per_epoch=steps_per_epoch,
-        model=model,
-        lr=lr,
-        seed=seed,
+        _load_config_file(config), preset=preset or default_train_preset(use_gpu), sets=sets,
+        epochs=epochs, workers=workers, use_gpu=use_gpu or None, batch_size=batch_size,
+        max_steps=max_steps, steps_per_epoch=steps_per_epoch, model=model, lr=lr, seed=seed,
         allow_bad_shards=allow_bad_shards or None,
-    )
+    )  # fmt: skip
     summary = train(
-        cfg,
-        [Store(d, endpoint_url) for d in data],
-        Store(out, endpoint_url),
-        init=None if init is None else Store(init, endpoint_url),
-        real=real,
-        real_labels=real_labels,
-        progress=True,
-        log=lambda msg: typer.echo(msg, err=True),
-        address=address,
-        verbose=verbose,
-    )
+        cfg, [Store(d, endpoint_url) for d in data], Store(out, endpoint_url),
+        init=None if init is None else Store(init, endpoint_url), real=real,
+        real_labels=real_labels, progress=True, log=lambda msg: typer.echo(msg, err=True),
+        address=address, verbose=verbose,
+    )  # fmt: skip
     mt = summary["metrics"]
     typer.echo(
         f"epoch {mt.get('epoch')} step {mt.get('step')}: "
@@ -247,17 +232,10 @@ def segment_cmd(
     if voxel_nm is not None and voxel_nm <= 0:
         raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
     segment_file(
-        Store(model, endpoint_url),
-        input_path,
-        out,
-        voxel_nm=voxel_nm,
-        fov=fov,
-        batch_size=batch_size,
-        device=device,
-        min_radius=min_radius_nm,
-        progress=progress,
+        Store(model, endpoint_url), input_path, out, voxel_nm=voxel_nm, fov=fov,
+        batch_size=batch_size, device=device, min_radius=min_radius_nm, progress=progress,
         log=typer.echo,
-    )
+    )  # fmt: skip
 
 
 #: The commands this module adds to ``simaq`` (name, function; registered by ``cli.py``).

@@ -106,19 +106,10 @@ def generate(
         raise UserError(f"--seed: must be a non-negative integer, got {seed}")
     command = "simaq " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     m = generate_dataset(
-        cfg,
-        Store(out, endpoint_url),
-        seed=seed,
-        executor=executor,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        address=address,
-        resume=resume,
-        progress=True,
-        command=command,
-        log=lambda msg: typer.echo(msg, err=True),
-        verbose=verbose,
-    )
+        cfg, Store(out, endpoint_url), seed=seed, executor=executor, workers=workers,
+        gpus_per_worker=gpus_per_worker, address=address, resume=resume, progress=True,
+        command=command, log=lambda msg: typer.echo(msg, err=True), verbose=verbose,
+    )  # fmt: skip
     typer.echo(
         f"{m.name} {m.version}: {m.num_samples} samples in {len(m.shards)} shards "
         f"({m.total_bytes / 2**20:.1f} MiB) at {safe_url(out)}; "
