@@ -46,9 +46,7 @@ def test_a_mixture_holds_the_shards_of_both_datasets(small_dataset, capillary_da
     assert sino[0] != sino[1]
     assert m.fields["sinogram"].shape_max == [max(x) for x in zip(*sino, strict=True)]
     train = [s for s in m.shards if s.split == "train"]
-    seen = {
-        meta.get("config_sha256") for _, _, meta in iter_volumes(urls[0], train, fields=m.fields)
-    }
+    seen = {meta.config_sha256 for _, _, meta in iter_volumes(urls[0], train, fields=m.fields)}
     assert seen == {a.config_sha256, b.config_sha256}
 
 

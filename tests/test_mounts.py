@@ -99,7 +99,7 @@ def test_full_rotation_sample_end_to_end(cap_config):
     s = simulate_sample(cap_config, 3, 1)
     ph = generate_phantom(cap_config, 3, index=1)
     lab = ph.labels.numpy()
-    tilt = s.meta["acquisition"]["tilt"]
+    tilt = s.meta.to_json()["acquisition"]["tilt"]
     assert tilt["range_deg"] in (180.0, 360.0) and tilt["n_projections"] >= 80
     assert "bad_indices" in tilt
     assert s.fields["sinogram"].shape[0] == tilt["n_projections"]
@@ -116,7 +116,7 @@ def test_determinism_and_recorded_draws(cap_config):
     for k in a.fields:
         np.testing.assert_array_equal(a.fields[k], b.fields[k])
     assert a.meta == b.meta
-    m = a.meta["phantom"]["mount"]
+    m = a.meta.to_json()["phantom"]["mount"]
     for key in (
         "outer_diameter_um",
         "wall_thickness_um",
@@ -125,9 +125,13 @@ def test_determinism_and_recorded_draws(cap_config):
         "axis_offset_zx_vox",
     ):
         assert key in m
-    assert a.meta["phantom"]["cells_requested"] >= a.meta["phantom"]["cells_placed"] >= 1
+    assert (
+        a.meta.to_json()["phantom"]["cells_requested"]
+        >= a.meta.to_json()["phantom"]["cells_placed"]
+        >= 1
+    )
     c = simulate_sample(cap_config, 12, 2)
-    assert c.meta["phantom"]["mount"] != m
+    assert c.meta.to_json()["phantom"]["mount"] != m
 
 
 def test_capillary_wider_than_the_grid_absorbs_outside_it():
@@ -146,7 +150,7 @@ def test_capillary_wider_than_the_grid_absorbs_outside_it():
         },
     )
     s = simulate_sample(cfg, 0, 0)
-    m = s.meta["phantom"]["mount"]
+    m = s.meta.to_json()["phantom"]["mount"]
     ro, ri = m["outer_diameter_vox"] / 2, m["outer_diameter_vox"] / 2 - m["wall_thickness_vox"]
     um = cfg.grid.voxel_um
     centre = s.fields["sinogram"][:, :, 31:33].mean()  # the central ray crosses the whole capillary
@@ -170,12 +174,12 @@ def test_grid_film_and_bars():
     assert "mount" in on.to_json() and on.sha256 != base.sha256
     a, b = simulate_sample(base, 0, 0), simulate_sample(on, 0, 0)
     np.testing.assert_array_equal(a.fields["phantom"], b.fields["phantom"])  # mount: projections
-    mb = b.meta["acquisition"]["mount"]
+    mb = b.meta.to_json()["acquisition"]["mount"]
     assert mb["film"]["lac_per_um"] == pytest.approx(lac("amorphous_carbon", 517.0))
     od = np.asarray(mb["bars"]["max_optical_depth_per_projection"])
-    angles = np.abs(np.asarray(b.meta["acquisition"]["tilt"]["nominal_deg"]))
+    angles = np.abs(np.asarray(b.meta.to_json()["acquisition"]["tilt"]["nominal_deg"]))
     assert od[angles < 5].max() == 0 and od[angles > 50].min() > 1  # bars enter at high tilt
-    assert "mount" not in a.meta["acquisition"]
+    assert "mount" not in a.meta.to_json()["acquisition"]
 
 
 @pytest.mark.parametrize(
