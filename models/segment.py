@@ -238,9 +238,20 @@ def postprocess(
     return labels, objects, records
 
 
-def measure(records: list[dict], volume: np.ndarray, voxel_nm: float) -> list[dict]:
-    """Per-object rows: volume (µm³), mean of ``volume`` (the raw input), centroid (voxels, µm)."""
+def measure(
+    records: list[dict], volume: np.ndarray, voxel_nm: float, objects: np.ndarray | None = None
+) -> list[dict]:
+    """Per-object rows: volume (µm³), mean of ``volume`` (the raw input), centroid (voxels, µm).
+
+    An object's measurements are of all its voxels; with the object-id map ``objects`` (Z, Y, X)
+    a row also says how many of them carry its id there (``voxels_shown``: fewer where a later
+    class is painted over it, e.g. a droplet inside a nucleus's filled holes; 0 if covered).
+    """
     um = voxel_nm / 1000.0
+    shown = None
+    if objects is not None:
+        top = max((r["id"] for r in records), default=0)
+        shown = np.bincount(objects.ravel(), minlength=top + 1)
     rows = []
     for rec in records:
         m, sl = rec["mask"], rec["slice"]
@@ -253,6 +264,7 @@ def measure(records: list[dict], volume: np.ndarray, voxel_nm: float) -> list[di
                 "class": rec["class"],
                 "cell": rec["cell"],
                 "voxels": n,
+                **({} if shown is None else {"voxels_shown": int(shown[rec["id"]])}),
                 "volume_um3": n * um**3,
                 "mean_intensity": float(volume[sl][m].mean()) if n else float("nan"),
                 "centroid_z_vox": zc,
@@ -268,7 +280,7 @@ def measure(records: list[dict], volume: np.ndarray, voxel_nm: float) -> list[di
 
 def write_measurements(rows: list[dict], path: str) -> None:
     cols = [
-        "id", "class_id", "class", "cell", "voxels", "volume_um3", "mean_intensity",
+        "id", "class_id", "class", "cell", "voxels", "voxels_shown", "volume_um3", "mean_intensity",
         "centroid_z_vox", "centroid_y_vox", "centroid_x_vox",
         "centroid_z_um", "centroid_y_um", "centroid_x_um",
     ]  # fmt: skip
@@ -353,7 +365,7 @@ def segment_file(
         probs, names, vnm, sigma=sigma, overrides=overrides, scale=1.0 / info["zoom"]
     )
     del probs
-    rows = measure(records, raw.astype(np.float32), vnm)
+    rows = measure(records, raw.astype(np.float32), vnm, objects)
     write_volume(labels_path, labels, vnm)
     obj = objects.astype(np.uint16) if objects.max(initial=0) < 65536 else objects
     write_volume(objects_path, obj, vnm)

@@ -249,6 +249,9 @@ def test_segment_round_trips_mrc_tiff_and_npy(
     by_id = {int(r["id"]): r for r in rows}
     visible = set(np.unique(objects[objects > 0]).tolist())
     assert len(by_id) == len(rows) and visible <= set(by_id)  # every object painted has its row
+    counts = np.bincount(objects.ravel().astype(np.int64), minlength=max(by_id) + 1)
+    for oid, r in by_id.items():  # the CSV says how many of its voxels the object map shows
+        assert int(r["voxels_shown"]) == counts[oid] <= int(r["voxels"]), r
     # A row whose object is not painted was painted over by a later class (label-id order, as the
     # module says: a nucleus's filled holes may cover a droplet): its centroid lies under one.
     for oid in set(by_id) - visible:
@@ -289,8 +292,11 @@ def test_postprocess_nests_fills_splits_and_measures():
     assert left != right and left > 0 and right > 0
     v = next(r for r in recs if r["class"] == "vacuole")
     assert v["cell"] == left  # nested in the left cell
-    rows = measure(recs, np.full(shape, 0.5, np.float32), vnm)
+    rows = measure(recs, np.full(shape, 0.5, np.float32), vnm, objects)
     vr = next(r for r in rows if r["class"] == "vacuole")
+    assert vr["voxels_shown"] == vr["voxels"]  # nothing is painted over the vacuole
+    cell = next(r for r in rows if r["id"] == left)
+    assert cell["voxels_shown"] == cell["voxels"] - vr["voxels"]  # the vacuole covers its part
     um = vnm / 1000
     assert vr["volume_um3"] == pytest.approx(int(ball((20, 20, 20), 5).sum()) * um**3)
     assert vr["mean_intensity"] == pytest.approx(0.5)
