@@ -26,15 +26,16 @@ Vec3 = Annotated[list[Number], Field(min_length=3, max_length=3)]
 Shape3 = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)]
 
 
-def json_safe(obj: Any) -> Any:
+def plain_json(obj: Any) -> Any:
     """``obj`` with numpy scalars and arrays (anything with ``tolist``) turned into Python numbers
-    and lists, tuples into lists, recursively."""
+    and lists, tuples into lists, recursively; NaN is kept (unlike the fidelity report's
+    ``json_safe``, which writes strict JSON)."""
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
+        return {str(k): plain_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
+        return [plain_json(v) for v in obj]
     if hasattr(obj, "tolist") and not isinstance(obj, bool | int | float | str):
-        return json_safe(obj.tolist())
+        return plain_json(obj.tolist())
     return obj
 
 
@@ -99,7 +100,7 @@ class SampleMeta(_Record):
     def build(cls, raw: dict) -> SampleMeta:
         """A writer's record from its parts (numpy scalars and arrays become JSON numbers and
         lists); a malformed record raises ``pydantic.ValidationError``."""
-        return cls.model_validate(json_safe(raw))
+        return cls.model_validate(plain_json(raw))
 
     @classmethod
     def parse(cls, data: Any, *, index: int | None = None) -> SampleMeta:
