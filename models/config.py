@@ -57,10 +57,11 @@ class AugmentConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Everything that defines a training run (recorded in every checkpoint)."""
 
-    model: Literal["unet25d", "unet2d", "stack2d"] = "unet25d"
+    model: Literal["unet25d", "unet2d", "stack2d", "unet3d"] = "unet25d"
     features: int = Field(64, ge=1, le=1024)  # channels of the first level; doubled per level
     depth: int = Field(4, ge=1, le=8)  # resolution levels (depth − 1 poolings)
-    window: int = Field(7, ge=1, le=63)  # slices per stack (odd); the centre one is segmented
+    # slices per stack (odd); the centre one is segmented (unet3d: the patch depth, every slice)
+    window: int = Field(7, ge=1, le=63)
     axis: int = Field(1, ge=0, le=2)  # slicing axis of (Z, Y, X); 1 = the tilt axis Y
     patch: int | None = Field(None, ge=8)  # random in-plane crop of this size (None: whole slice)
     batch_size: int = Field(8, ge=1)
@@ -97,7 +98,7 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.window % 2 != 1:
+        if self.window % 2 != 1 and self.model != "unet3d":
             raise ValueError(f"window: must be odd, got {self.window}")
         if self.patch is not None and self.patch % (2 ** (self.depth - 1)):
             raise ValueError(

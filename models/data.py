@@ -2,8 +2,9 @@
 
 Volumes are (Z, Y, X); a *stack* is the ``window`` slices around a centre index along ``axis``
 (default 1, the tilt axis Y), moved to the front: (window, H, W) float32, with the centre slice's
-labels (H, W) int64 (−1 = unannotated). Near the volume ends the stack is mirrored (reflect), the
-same as at inference, so every slice can be a centre.
+labels (H, W) int64 (−1 = unannotated), or a dense model's (``unet3d``) labels of every slice
+(window, H, W). Near the volume ends the stack is mirrored (reflect), the same as at inference, so
+every slice can be a centre.
 
 Streaming: every rank reads the training samples in the run's global order
 (:mod:`models.order`), a block of ``mix_volumes`` samples at a time, each sample by seeking to its
@@ -54,9 +55,10 @@ def check_window(shape: tuple[int, ...], axis: int, window: int, what: str = "vo
 
 
 def stack_indices(n: int, centre: int, window: int) -> np.ndarray:
-    """Slice indices of the stack around ``centre`` in a volume of ``n`` slices (reflected ends)."""
+    """Slice indices of the stack around ``centre`` in a volume of ``n`` slices (reflected ends):
+    ``centre − window//2`` to ``centre − window//2 + window − 1`` (±window//2 for odd windows)."""
     half = window // 2
-    idx = np.arange(centre - half, centre + half + 1)
+    idx = np.arange(centre - half, centre - half + window)
     if n == 1:
         return np.zeros_like(idx)
     period = 2 * (n - 1)
@@ -75,19 +77,43 @@ def label_slice(labels: np.ndarray, centre: int, axis: int) -> np.ndarray:
     return np.take(labels, centre, axis=axis).astype(np.int64)
 
 
+def label_stack(labels: np.ndarray, centre: int, axis: int, window: int) -> np.ndarray:
+    """The (window, H, W) int64 labels of the stack around ``centre`` (a dense model's target)."""
+    idx = stack_indices(labels.shape[axis], centre, window)
+    return np.ascontiguousarray(np.moveaxis(np.take(labels, idx, axis=axis), axis, 0), np.int64)
+
+
+def stack_target(labels: np.ndarray, centre: int, axis: int, window: int, dense: bool):
+    """What a model learns from the stack at ``centre``: its labels (window, H, W) if ``dense``,
+    else the centre slice's (H, W)."""
+    if dense:
+        return label_stack(labels, centre, axis, window)
+    return label_slice(labels, centre, axis)
+
+
 def is_background_only(lab: np.ndarray) -> bool:
     """True if no pixel of the slice carries a class > 0 (background or unannotated only)."""
     return not bool((lab > 0).any())
 
 
 def kept_centres(
-    labels: np.ndarray, *, axis: int, rng: np.random.Generator, background_keep: float = 1.0
+    labels: np.ndarray,
+    *,
+    axis: int,
+    rng: np.random.Generator,
+    background_keep: float = 1.0,
+    window: int = 1,
 ) -> list[int]:
-    """Every slice index along ``axis`` once, in random order; background-only slices kept with
-    probability ``background_keep``, slices without any annotation left out."""
+    """Every slice index along ``axis`` once, in random order; centres whose ``window`` slices
+    (1: the centre slice alone; a dense model's whole stack) are background-only kept with
+    probability ``background_keep``, those without any annotation left out."""
     out = []
-    for c in rng.permutation(labels.shape[axis]):
-        lab = np.take(labels, int(c), axis=axis)
+    n = labels.shape[axis]
+    for c in rng.permutation(n):
+        if window == 1:
+            lab = np.take(labels, int(c), axis=axis)
+        else:
+            lab = np.take(labels, np.unique(stack_indices(n, int(c), window)), axis=axis)
         if not bool((lab != IGNORE_INDEX).any()):
             continue
         if is_background_only(lab) and rng.random() >= background_keep:
@@ -113,17 +139,18 @@ def volume_stacks(
 def crop_or_pad(
     x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``size``×``size`` in-plane crop of a stack (S, H, W) and labels (H, W); sides
-    shorter than ``size`` are padded (image 0, labels −1)."""
-    h, w = y.shape
+    """A random ``size``×``size`` in-plane crop of a stack (S, H, W) and labels (H, W) or (S, H,
+    W); sides shorter than ``size`` are padded (image 0, labels −1)."""
+    h, w = y.shape[-2:]
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, ph), (0, pw)))
-        y = np.pad(y, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
-        h, w = y.shape
+        lead = ((0, 0),) * (y.ndim - 2)
+        y = np.pad(y, (*lead, (0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        h, w = y.shape[-2:]
     i = int(rng.integers(0, h - size + 1))
     j = int(rng.integers(0, w - size + 1))
-    return x[:, i : i + size, j : j + size], y[i : i + size, j : j + size]
+    return x[:, i : i + size, j : j + size], y[..., i : i + size, j : j + size]
 
 
 # --- augmentation ---------------------------------------------------------------------------------
@@ -157,12 +184,13 @@ def augment_batch(
     deformation (one resampling: bilinear for images, nearest for labels), brightness, contrast,
     Gaussian blur (sigma 0.1–2 px), Gaussian noise, intensity inversion.
 
-    ``x`` (B, S, H, W) float32, ``y`` (B, H, W) int64; ``cfg`` an
-    :class:`~models.config.AugmentConfig`.
+    ``x`` (B, S, H, W) float32, ``y`` (B, H, W) int64 or, for a dense model, (B, S, H, W); ``cfg``
+    an :class:`~models.config.AugmentConfig`. The geometric draws apply alike to every slice.
     """
     if not cfg.enabled:
         return x, y
     b, s, h, w = x.shape
+    ylead = (None,) * (y.ndim - 1)  # broadcasts a per-sample draw over y's other axes
 
     def coin(p: float) -> torch.Tensor:
         return torch.rand(b, generator=gen) < p
@@ -173,7 +201,7 @@ def augment_batch(
     for dim, flip in ((-1, coin(cfg.flip_p)), (-2, coin(cfg.flip_p))):
         if flip.any():
             x = torch.where(flip[:, None, None, None], x.flip(dim), x)
-            y = torch.where(flip[:, None, None], y.flip(dim), y)
+            y = torch.where(flip[(slice(None), *ylead)], y.flip(dim), y)
 
     crop, elastic = coin(cfg.crop_p), coin(cfg.elastic_p)
     if crop.any() or elastic.any():
@@ -204,10 +232,11 @@ def augment_batch(
             disp = disp.permute(0, 2, 3, 1) * scale
             grid = grid + disp * elastic[:, None, None, None]
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        y3 = y if y.ndim == 4 else y[:, None]  # label slices as channels
         yf = F.grid_sample(
-            y[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=True
+            y3.float(), grid, mode="nearest", padding_mode="border", align_corners=True
         )
-        y = yf[:, 0].round().long()
+        y = (yf if y.ndim == 4 else yf[:, 0]).round().long()
 
     if cfg.contrast_p > 0:
         on = coin(cfg.contrast_p)
@@ -407,7 +436,10 @@ class StackStream:
     """
 
     def __init__(self, source: SampleSource, cfg, state, rank: int, *, real=None):
+        from models.unet import is_dense
+
         self.source, self.cfg, self.state, self.rank = source, cfg, state, rank
+        self.dense = is_dense(cfg.model)
         self.bad_shards: dict[str, str] = {}
         if source.on_bad is None:
             source.on_bad = self.note_bad_shard
@@ -431,7 +463,10 @@ class StackStream:
             recon, lab = got
             check_window(recon.shape, cfg.axis, cfg.window, "dataset volume")
             g = rng(cfg.seed, STACKS, epoch, int(i))
-            for c in kept_centres(lab, axis=cfg.axis, rng=g, background_keep=cfg.background_keep):
+            win = cfg.window if self.dense else 1
+            for c in kept_centres(
+                lab, axis=cfg.axis, rng=g, background_keep=cfg.background_keep, window=win
+            ):
                 out.append((int(i), recon, lab, c))
         order = rng(cfg.seed, MIX, epoch, block).permutation(len(out))
         return [out[j] for j in order]
@@ -449,7 +484,8 @@ class StackStream:
             block = self._block(it.epoch, it.block)
             for j in range(off, len(block)):
                 i, recon, lab, c = block[j]
-                x, y = slice_stack(recon, c, cfg.axis, cfg.window), label_slice(lab, c, cfg.axis)
+                x = slice_stack(recon, c, cfg.axis, cfg.window)
+                y = stack_target(lab, c, cfg.axis, cfg.window, self.dense)
                 if cfg.patch is not None:
                     x, y = crop_or_pad(x, y, cfg.patch, rng(cfg.seed, CROP, it.epoch, i, c))
                 yield x, y, (k, j + 1, it.epoch, i, c)
@@ -465,7 +501,8 @@ class StackStream:
     def batches(
         self, first_step: int = 0, augment: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
-        """Augmented batches (B, S, H, W) float32 and (B, H, W) int64 with ``{"position": [k,
+        """Augmented batches (B, S, H, W) float32 and (B, H, W) int64 ((B, S, H, W) for a dense
+        model) with ``{"position": [k,
         offset], "stacks": [(epoch, sample, centre), …]}`` (synthetic stacks only); the batch of
         step ``t`` is drawn from ``(seed, rank, t)``. Stacks of different in-plane sizes are not
         mixed in one batch (a shorter batch goes first)."""
@@ -504,7 +541,7 @@ class StackStream:
         vol, lab = self.real
         c = int(g.choice(self.real_centres))
         x = slice_stack(vol, c, self.cfg.axis, self.cfg.window)
-        y = np.take(lab, c, axis=self.cfg.axis).astype(np.int64)
+        y = stack_target(lab, c, self.cfg.axis, self.cfg.window, self.dense)
         if self.cfg.patch is not None:
             x, y = crop_or_pad(x, y, self.cfg.patch, g)
         return x, y

@@ -329,6 +329,9 @@ def predict_volume(
     check_window(volume.shape, axis, window)
     model.eval()
     dev = torch.device(device)
+    if getattr(model, "dense", False):
+        p = _predict_dense(model, volume, axis, window, dev, amp and dev.type == "cuda", progress)
+        return p if probabilities else p.argmax(0).astype(np.uint8)
     n = volume.shape[axis]
     out = None
     use_amp = amp and dev.type == "cuda"
@@ -355,6 +358,44 @@ def predict_volume(
         if bar is not None:
             bar.close()
     return out
+
+
+def dense_starts(n: int, window: int) -> list[int]:
+    """First slices of the overlapping ``window``-slice stacks that tile ``n`` slices (stride
+    ``window // 2``, the last stack flush with the end)."""
+    stride = max(1, window // 2)
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+def _predict_dense(model, volume, axis, window, dev, use_amp, progress) -> np.ndarray:
+    """Probabilities (C, Z, Y, X) of a dense model: overlapping stacks (:func:`dense_starts`),
+    each slice's probabilities averaged with a triangular weight (stack edges count least)."""
+    n = volume.shape[axis]
+    taper = np.minimum(np.arange(window) + 1, window - np.arange(window)).astype(np.float32)
+    acc, wsum = None, np.zeros(n, np.float32)
+    starts = dense_starts(n, window)
+    bar = _progress_bar(n, "predict", progress)
+    try:
+        for s0 in starts:
+            x = torch.from_numpy(slice_stack(volume, s0 + window // 2, axis, window)[None])
+            with torch.autocast(dev.type, enabled=use_amp):
+                logits = model(x.to(dev))
+            p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()  # (C, S, H, W)
+            if acc is None:
+                acc = np.zeros((p.shape[0], n, *p.shape[2:]), np.float32)
+            acc[:, s0 : s0 + window] += p * taper[None, :, None, None]
+            wsum[s0 : s0 + window] += taper
+            if bar is not None:
+                bar.n = min(n, s0 + window)
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    acc /= wsum[None, :, None, None]
+    return np.ascontiguousarray(np.moveaxis(acc, 1, axis + 1))
 
 
 def predict_at_model_scale(
@@ -425,11 +466,22 @@ def predict_slices(
     amp: bool = True,
 ) -> np.ndarray:
     """Argmax labels (n, H, W) uint8 of the slices ``centres`` (n,) of a normalised volume along
-    ``axis`` (the same stacks as :func:`predict_volume`, for a subset of slices)."""
+    ``axis`` (the same stacks as :func:`predict_volume`, for a subset of slices; a dense model
+    predicts each from one stack, without :func:`predict_volume`'s overlap average)."""
     check_window(volume.shape, axis, window)
     model.eval()
     dev = torch.device(device)
     use_amp = amp and dev.type == "cuda"
+    if getattr(model, "dense", False):  # one stack per slice, the slice as near its middle as fits
+        n, out = volume.shape[axis], []
+        for c in np.asarray(centres, int):
+            s0 = int(np.clip(c - window // 2, 0, n - window))
+            x = torch.from_numpy(slice_stack(volume, s0 + window // 2, axis, window)[None])
+            with torch.autocast(dev.type, enabled=use_amp):
+                logits = model(x.to(dev))
+            out.append(logits.float()[0, :, c - s0].argmax(0).to(torch.uint8).cpu().numpy())
+        shape = [s for i, s in enumerate(volume.shape) if i != axis]
+        return np.stack(out) if out else np.zeros((0, *shape), np.uint8)
     out = []
     for start in range(0, len(centres), batch_size):
         chunk = centres[start : start + batch_size]

@@ -31,7 +31,8 @@ def focal_loss(
     gamma: float = 2.0,
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Mean focal loss over annotated pixels. logits (B, C, H, W), target (B, H, W) int."""
+    """Mean focal loss over annotated pixels. logits (B, C, *spatial), target (B, *spatial) int
+    (spatial: (H, W) or (S, H, W))."""
     valid = _valid(target, logits.shape[1], ignore_index)
     if not bool(valid.any()):
         return logits.sum() * 0.0
@@ -49,14 +50,15 @@ def soft_dice_loss(
     ignore_index: int = IGNORE_INDEX,
     eps: float = 1.0,
 ) -> torch.Tensor:
-    """1 − mean over classes of the soft Dice coefficient (pooled over the batch)."""
+    """1 − mean over classes of the soft Dice coefficient (pooled over the batch); shapes as
+    :func:`focal_loss`."""
     num_classes = logits.shape[1]
     valid = _valid(target, num_classes, ignore_index)
     prob = F.softmax(logits.float(), dim=1)
     m = valid.unsqueeze(1).to(prob.dtype)
-    onehot = F.one_hot(target.clamp_min(0).long(), num_classes).permute(0, 3, 1, 2).to(prob.dtype)
+    onehot = F.one_hot(target.clamp_min(0).long(), num_classes).movedim(-1, 1).to(prob.dtype)
     prob, onehot = prob * m, onehot * m
-    dims = (0, 2, 3)
+    dims = (0, *range(2, prob.ndim))
     inter = (prob * onehot).sum(dims)
     denom = prob.sum(dims) + onehot.sum(dims)
     return 1.0 - ((2.0 * inter + eps) / (denom + eps)).mean()

@@ -1,7 +1,7 @@
 """The SimAQ 2.5D U-Net and a plain 2D U-Net baseline.
 
-Both take a stack of slices ``x`` of shape (B, S, H, W) (S odd, the slices ±S//2 around the target)
-and return class logits (B, C, H, W) for the centre slice.
+All take a stack of slices ``x`` of shape (B, S, H, W) (S odd, the slices ±S//2 around the target)
+and, except the 3D U-Net, return class logits (B, C, H, W) for the centre slice.
 
 * :class:`UNet25D` (Egebjerg & Wüstner, arXiv 2508.10821): encoder blocks of two Conv3d 3×3×3 +
   BatchNorm + PReLU over the whole stack with 2D-only (1×2×2) pooling, so the stack depth S is kept
@@ -13,10 +13,14 @@ and return class logits (B, C, H, W) for the centre slice.
   channel-stacked "2.5D" input of many medical-imaging U-Nets). Only the first convolution sees
   the stack, so a step costs about what :class:`UNet2D` costs; on a 2-core CPU it is 6× cheaper than
   :class:`UNet25D` of the same width (``python bench/unet_cost.py``).
+* :class:`UNet3D` (Çiçek et al., "3D U-Net", MICCAI 2016): 3D convolutions and 2×2×2 pooling
+  throughout; the stack is a 3D patch and *every* slice of it is segmented: it returns logits
+  (B, C, S, H, W) (a *dense* model, :func:`is_dense`), so a step supervises S times the voxels
+  of a centre-slice model and the surfaces see their 3D neighbourhood.
 
 ``features`` channels at the first level, doubled per level; ``depth`` resolution levels (depth − 1
-poolings). Inputs whose H, W are not multiples of 2**(depth−1) are zero-padded and the output
-cropped.
+poolings). Inputs whose H, W (and, in 3D, S) are not multiples of 2**(depth−1) are zero-padded and
+the output cropped.
 """
 
 from __future__ import annotations
@@ -59,11 +63,13 @@ class _Decoder2D(nn.Module):
 
 
 class _UNetBase(nn.Module):
+    dense = False  # True: logits for every slice of the stack, not only its centre
+
     def __init__(self, num_classes: int, window: int, features: int, depth: int):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes: need at least 2, got {num_classes}")
-        if window < 1 or window % 2 != 1:
+        if window < 1 or (window % 2 != 1 and not self.dense):
             raise ValueError(f"window: must be a positive odd number, got {window}")
         if features < 1 or depth < 1:
             raise ValueError(f"features/depth: must be >= 1, got {features}/{depth}")
@@ -88,6 +94,22 @@ class _UNetBase(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         return x, h, w
+
+    def _encode(self, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run ``self.enc`` with ``self.pool`` between levels: (bottom, skips from the top)."""
+        skips = []
+        for i, block in enumerate(self.enc):
+            y = block(y)
+            if i < len(self.enc) - 1:
+                skips.append(y)
+                y = self.pool(y)
+        return y, skips
+
+    def _pad3(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad the last three axes of ``x`` to multiples of 2**(depth−1)."""
+        s, h, w = x.shape[-3:]
+        m = self.multiple
+        return F.pad(x, (0, (-w) % m, 0, (-h) % m, 0, (-s) % m))
 
 
 class UNet25D(_UNetBase):
@@ -130,13 +152,7 @@ class UNet2D(_UNetBase):
         self._check(x)
         x, h, w = self._pad(x)
         c = self.window // 2
-        y = x if self.in_slices is None else x[:, c : c + 1]
-        skips = []
-        for i, block in enumerate(self.enc):
-            y = block(y)
-            if i < len(self.enc) - 1:
-                skips.append(y)
-                y = self.pool(y)
+        y, skips = self._encode(x if self.in_slices is None else x[:, c : c + 1])
         return self.dec(y, skips)[..., :h, :w]
 
 
@@ -146,13 +162,45 @@ class UNetStack2D(UNet2D):
     in_slices = None  # all of the stack
 
 
-MODELS = {"unet25d": UNet25D, "unet2d": UNet2D, "stack2d": UNetStack2D}
+class UNet3D(_UNetBase):
+    """3D U-Net over the whole stack: logits (B, C, S, H, W) for every slice (see module).
+
+    ``window`` is the patch depth S (any size; even sizes pool without padding).
+    """
+
+    dense = True
+
+    def __init__(self, num_classes: int, window: int = 16, features: int = 16, depth: int = 4):
+        super().__init__(num_classes, window, features, depth)
+        wd = self.widths
+        self.enc = nn.ModuleList(_block(a, b, 3) for a, b in zip([1, *wd[:-1]], wd, strict=True))
+        self.pool = nn.MaxPool3d(2)
+        levels = range(len(wd) - 1, 0, -1)
+        self.up = nn.ModuleList(nn.ConvTranspose3d(wd[i], wd[i - 1], 2, stride=2) for i in levels)
+        self.dec = nn.ModuleList(_block(2 * wd[i - 1], wd[i - 1], 3) for i in levels)
+        self.head = nn.Conv3d(wd[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        s, h, w = x.shape[-3:]
+        y, skips = self._encode(self._pad3(x.unsqueeze(1)))  # from (B, 1, S, H, W)
+        for up, block, skip in zip(self.up, self.dec, reversed(skips), strict=True):
+            y = block(torch.cat([up(y), skip], dim=1))
+        return self.head(y)[..., :s, :h, :w]
+
+
+MODELS = {"unet25d": UNet25D, "unet2d": UNet2D, "stack2d": UNetStack2D, "unet3d": UNet3D}
+
+
+def is_dense(name: str) -> bool:
+    """True if the model ``name`` segments every slice of its stack (its labels are stacks)."""
+    return MODELS[name].dense
 
 
 def build_model(
     name: str, num_classes: int, *, window: int, features: int, depth: int
 ) -> nn.Module:
-    """The network called ``name`` (``unet25d``, ``unet2d`` or ``stack2d``)."""
+    """The network called ``name`` (``unet25d``, ``unet2d``, ``stack2d`` or ``unet3d``)."""
     if name not in MODELS:
         raise ValueError(f"model: unknown model {name!r} (known: {sorted(MODELS)})")
     return MODELS[name](num_classes, window=window, features=features, depth=depth)
