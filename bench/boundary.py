@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/boundary.py --model RUN --data DATASET [--split test] [--tta]
+    python bench/boundary.py --model RUN [--model RUN2 ...] --data DATASET [--split test] [--tta]
 
 For every volume of the split the model's prediction (``simaq evaluate``'s, at the dataset's own
 voxel size) is compared with the labels, per class of the scheme (as ``simaq evaluate`` scores
@@ -16,6 +16,9 @@ them: a class's surface is also where it meets another class). It prints:
    axis, where a grid's missing wedge smears the reconstruction.
 3. **Samples**: per volume, each class's IoU beside the acquisition's drawn blur σ (voxels) and ice
    thickness, from the sample's ``meta.json``.
+Several ``--model`` runs are scored as one ensemble: their class probabilities averaged (models
+slicing along different axes make a multi-view ensemble; each alone is printed first).
+
 4. With ``--tta``, the pooled IoU again with the prediction averaged over the four in-plane flips
    (test-time augmentation): how much of the error is variance a flip can average out.
 
@@ -64,6 +67,16 @@ def shell_by_orientation(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     )
 
 
+def predict(models: list, volume: np.ndarray) -> np.ndarray:
+    """Class probabilities (C, Z, Y, X) averaged over ``(model, arch)`` pairs."""
+    from models.infer import predict_volume
+
+    acc = sum(
+        predict_volume(m, volume, axis=int(a["axis"]), window=int(a["window"])) for m, a in models
+    )
+    return acc / len(models)
+
+
 def flip_tta(model, volume: np.ndarray, arch: dict) -> np.ndarray:
     """Class probabilities (C, Z, Y, X) averaged over the four flips of the slicing plane."""
     from models.infer import predict_volume
@@ -90,17 +103,18 @@ def _drawn(meta, *path: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="run directory or checkpoint")
+    ap.add_argument(
+        "--model", required=True, action="append", help="run directory or checkpoint (repeatable)"
+    )
     ap.add_argument("--data", required=True, help="dataset directory")
     ap.add_argument("--split", default="test")
     ap.add_argument("--tta", action="store_true", help="also score flip test-time augmentation")
     args = ap.parse_args(argv)
 
     from factory.dataset.manifest import iter_samples, read_manifest
-    from models.infer import load_checkpoint, predict_volume
+    from models.infer import load_checkpoint
 
-    model, state = load_checkpoint(args.model)
-    arch = state["arch"]
+    models = [(net, st["arch"]) for net, st in map(load_checkpoint, args.model)]
     m = read_manifest(args.data)
     names = [c["name"] for c in m.labels["classes"]]
     classes = range(1, len(names))
@@ -108,11 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     orient = {c: np.zeros((2, 3)) for c in classes}
     tta_cm = np.zeros((len(names), 2)) if args.tta else None
     rows = []
+    alone = [np.zeros((len(names), 2)) for _ in models]  # per model: intersection, union
     for rec in m.split_shards(args.split):
         for s in iter_samples(args.data, rec, fields=m.fields):
             vol, lab = s["recon"].astype(np.float32), s["labels"].astype(int)
-            pr = predict_volume(model, vol, axis=int(arch["axis"]), window=int(arch["window"]))
-            pr = pr.argmax(0)
+            probs = [predict(models[i : i + 1], vol) for i in range(len(models))]
+            pr = (sum(probs) / len(probs)).argmax(0)
+            if len(models) > 1:
+                for i, p in enumerate(probs):
+                    alone[i] += _overlaps(p.argmax(0), lab, classes)
             ious = []
             for c in classes:
                 t, p = lab == c, pr == c
@@ -131,15 +149,29 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             if tta_cm is not None:
-                pt = flip_tta(model, vol, arch).argmax(0)
-                for c in classes:
-                    t, p = lab == c, pt == c
-                    tta_cm[c] += ((p & t).sum(), (p | t).sum())
+                pt = (sum(flip_tta(m, vol, a) for m, a in models) / len(models)).argmax(0)
+                tta_cm += _overlaps(pt, lab, classes)
     _report(args, names, classes, tot, orient, rows, tta_cm)
+    if len(models) > 1:
+        print("## each model alone: pooled IoU")
+        for run, a in zip(args.model, alone, strict=True):
+            print(
+                f"{run}: "
+                + ", ".join(f"{names[c]} {a[c, 0] / max(a[c, 1], 1):.3f}" for c in classes)
+            )
+
+
+def _overlaps(pred: np.ndarray, lab: np.ndarray, classes) -> np.ndarray:
+    """(C, 2) intersection and union voxel counts of each class (row 0 unused)."""
+    out = np.zeros((max(classes) + 1, 2))
+    for c in classes:
+        out[c] = (((pred == c) & (lab == c)).sum(), ((pred == c) | (lab == c)).sum())
+    return out
 
 
 def _report(args, names, classes, tot, orient, rows, tta_cm) -> None:
-    print(f"# model {args.model} on {args.data} ({args.split}: {len(rows)} volumes)")
+    what = " + ".join(args.model)
+    print(f"# model {what} on {args.data} ({args.split}: {len(rows)} volumes)")
     print("## surface errors")
     print(f"{'class':<15} {'IoU':>6} {'near surface':>12} {'pred/true':>9} {'FP':>8} {'FN':>8}")
     for c in classes:

@@ -51,3 +51,20 @@ def test_bench_reports_every_section_for_a_trained_run(small_dataset, tmp_path, 
         assert section in out, out
     keys = [s["__key__"] for s in split_samples(small_dataset, "test")]
     assert all(k in out for k in keys) and f"(test: {len(keys)} volumes)" in out, out
+    assert "## each model alone" not in out
+
+
+def test_bench_scores_an_ensemble_and_each_model_alone(small_dataset, tmp_path, capsys):
+    from _models_helpers import train_tiny_run
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        train_tiny_run(small_dataset, run, steps=3, seed=seed)
+    args = ["--data", str(small_dataset)]
+    for run in runs:
+        args += ["--model", str(run)]
+    boundary.main(args)
+    out = capsys.readouterr().out
+    assert f"# model {runs[0]} + {runs[1]} on" in out, out
+    alone = out.split("## each model alone: pooled IoU")[1].strip().splitlines()
+    assert [line.split(":")[0] for line in alone] == [str(r) for r in runs], out
