@@ -168,6 +168,9 @@ def evaluate_cmd(
     max_samples: int | None = typer.Option(None, "--max-samples", help="evaluate at most N"),
     endpoint_url: EndpointUrl = None,
     allow_bad_shards: bool = typer.Option(False, "--allow-bad-shards"),
+    tta: bool = typer.Option(
+        False, "--tta", help="average the four flips of the slicing plane (4× the time)"
+    ),
 ) -> None:
     """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
     labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
@@ -176,7 +179,7 @@ def evaluate_cmd(
     if real is not None:
         _evaluate_real(
             model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
-            out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json,
+            out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json, tta=tta,
         )  # fmt: skip
         return
     from factory.dataset.storage import Store
@@ -191,6 +194,7 @@ def evaluate_cmd(
         max_samples=max_samples,
         allow_bad_shards=allow_bad_shards,
         progress=not as_json,
+        tta=tta,
     )
     if result.get("bad_shards"):
         typer.secho(f"skipped bad shards: {result['bad_shards']}", err=True, fg="yellow")
@@ -224,6 +228,9 @@ def segment_cmd(
         True, "--progress/--no-progress", help="progress bar on stderr while predicting"
     ),
     endpoint_url: EndpointUrl = None,
+    tta: bool = typer.Option(
+        False, "--tta", help="average the four flips of the slicing plane (4× the time)"
+    ),
 ) -> None:
     """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
     record of the voxel sizes used."""
@@ -235,7 +242,7 @@ def segment_cmd(
     segment_file(
         Store(model, endpoint_url), input_path, out, voxel_nm=voxel_nm, fov=fov,
         batch_size=batch_size, device=device, min_radius=min_radius_nm, progress=progress,
-        log=typer.echo,
+        log=typer.echo, tta=tta,
     )  # fmt: skip
 
 

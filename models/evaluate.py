@@ -350,6 +350,7 @@ def evaluate_checkpoint(
     max_samples: int | None = None,
     allow_bad_shards: bool = False,
     progress: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on a dataset split; write ``evaluation.json``, ``slices.csv`` and
     ``violin_iou.png`` into ``out`` when given. Refuses a dataset of another label table."""
@@ -376,12 +377,12 @@ def evaluate_checkpoint(
         if not data_nm:  # a dataset without a recorded voxel size: predicted as it is
             return predict_volume(
                 model, recon, axis=int(arch["axis"]), window=int(arch["window"]),
-                batch_size=batch_size, device=dev, probabilities=False,
+                batch_size=batch_size, device=dev, probabilities=False, tta=tta,
             )  # fmt: skip
         # the recon fields are normalised already; only the scale may differ from the model's
         probs, _ = predict_at_model_scale(
             model, state, recon, float(data_nm), normalize=False, batch_size=batch_size,
-            device=dev,
+            device=dev, tta=tta,
         )  # fmt: skip
         return probs.argmax(0).astype(np.uint8)
 
@@ -403,6 +404,7 @@ def evaluate_checkpoint(
         "epoch": state.get("epoch"),
         "step": state.get("step"),
         "training_data_content_sha256": trained_on,
+        "tta": tta,
         "evaluated_on_training_data": trained_on == m.content_sha256,
     }
     if out is not None:
@@ -595,6 +597,7 @@ def evaluate_real(
     batch_size: int = 16,
     device: str | None = None,
     progress: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Score a checkpoint on a real tomogram's sparse labels, beside Otsu baselines.
 
@@ -618,7 +621,7 @@ def evaluate_real(
     vnm, source = input_voxel_nm(voxel_nm, header_nm, real)
     probs, info = predict_at_model_scale(
         model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
-        what="`real`",
+        what="`real`", tta=tta,
     )  # fmt: skip
     pred = lut[probs.argmax(0)]
     del probs

@@ -319,14 +319,28 @@ def predict_volume(
     probabilities: bool = True,
     amp: bool = True,
     progress: bool = False,
+    tta: bool = False,
 ) -> np.ndarray:
     """Slide the ``window``-slice stack through a normalised (Z, Y, X) volume along ``axis``.
 
     Returns class probabilities (C, Z, Y, X) float32 (softmax), or with ``probabilities=False``
     the argmax labels (Z, Y, X) uint8. Ends are mirrored as in training. ``progress`` shows a
-    tqdm bar on stderr (slices, rate and ETA).
+    tqdm bar on stderr (slices, rate and ETA). ``tta``: the probabilities averaged over the four
+    flips of the slicing plane (test-time augmentation, 4× the time; the training flips them).
     """
     check_window(volume.shape, axis, window)
+    if tta:
+        plane = tuple(a for a in range(3) if a != axis)
+        acc = 0.0
+        for flips in ((), plane[:1], plane[1:], plane):
+            v = np.ascontiguousarray(np.flip(volume, flips))
+            p = predict_volume(
+                model, v, axis=axis, window=window, batch_size=batch_size, device=device, amp=amp,
+                progress=progress,
+            )  # fmt: skip
+            acc = acc + np.flip(p, tuple(a + 1 for a in flips))
+        p = np.ascontiguousarray(acc / 4, np.float32)
+        return p if probabilities else p.argmax(0).astype(np.uint8)
     model.eval()
     dev = torch.device(device)
     if getattr(model, "dense", False):
@@ -410,13 +424,15 @@ def predict_at_model_scale(
     device: str | torch.device = "cpu",
     progress: bool = False,
     what: str = "`input_path`",
+    tta: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm), computed
     at the model's training voxel size (``state["dataset"]["voxel_nm"]``).
 
     The volume is resampled trilinearly onto the model's grid, normalised there as in training
     (:func:`normalize_volume`, inset in model voxels; skipped with ``normalize=False`` for an
-    already normalised volume), predicted (:func:`predict_volume`), and the probabilities are
+    already normalised volume), predicted (:func:`predict_volume`, with ``tta`` its flip
+    test-time augmentation), and the probabilities are
     resampled trilinearly back onto the input grid, so that ``argmax`` of the result is the
     predicted class of each input voxel.
 
@@ -439,7 +455,7 @@ def predict_at_model_scale(
         vol = normalize_volume(vol, {**(state.get("normalization") or {}), "fov": fov})
     probs = predict_volume(
         model, vol, axis=axis, window=window, batch_size=batch_size, device=device,
-        progress=progress,
+        progress=progress, tta=tta,
     )  # fmt: skip
     del vol
     probs = resample(probs, raw.shape)

@@ -332,6 +332,7 @@ def segment_file(
     min_radius: list[str] | None = None,
     progress: bool = False,
     log=print,
+    tta: bool = False,
 ) -> dict:
     """Segment one tomogram file with a checkpoint; write labels, objects, measurements and
     ``OUTPUT_STEM.json`` (the voxel sizes and grids used).
@@ -358,8 +359,9 @@ def segment_file(
         raise UserError(f"INPUT: {input_path!r} holds NaN or infinite values")
     vnm, source = input_voxel_nm(voxel_nm, header_nm, input_path)
     probs, info = predict_at_model_scale(
-        model, state, raw, vnm, fov=fov, batch_size=batch_size, device=dev, progress=progress
-    )
+        model, state, raw, vnm, fov=fov, batch_size=batch_size, device=dev, progress=progress,
+        tta=tta,
+    )  # fmt: skip
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     labels, objects, records = postprocess(
         probs, names, vnm, sigma=sigma, overrides=overrides, scale=1.0 / info["zoom"]
@@ -383,6 +385,7 @@ def segment_file(
         "num_objects": len(rows),
         "voxels_per_class": {n: int((labels == k).sum()) for k, n in enumerate(names)},
         "postprocess": {"sigma": sigma, "fov": fov},
+        "tta": tta,
     }
     with open(json_path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)

@@ -1,5 +1,6 @@
 """The dense 3D U-Net (``model=unet3d``): every slice of a stack is a target, in the network, the
-loss, the training stream and the overlap-averaged inference; trained and used through the CLI."""
+loss, the training stream and the overlap-averaged inference; trained and used through the CLI
+(with flip test-time augmentation, ``--tta``)."""
 
 from __future__ import annotations
 
@@ -139,6 +140,41 @@ def test_dense_inference_tiles_every_slice_once_or_more(axis):
     assert np.array_equal(got, np.moveaxis(np.take(lab, centres, axis=axis), axis, 0))
 
 
+class _FlipProbe:
+    """A stand-in centre-slice network whose output depends on where a pixel lies (not flip
+    equivariant): TTA must average the four flips' outputs, mapped back."""
+
+    dense = False
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        b, _, h, w = x.shape
+        ramp = torch.linspace(0, 1, w).expand(b, h, w)
+        return torch.stack([x[:, x.shape[1] // 2], ramp], dim=1)
+
+
+def test_flip_tta_averages_the_four_flips_mapped_back():
+    from models.infer import predict_volume
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(5, 6, 7)).astype(np.float32)
+    plain = predict_volume(_FlipProbe(), vol, axis=0, window=3)
+    tta = predict_volume(_FlipProbe(), vol, axis=0, window=3, tta=True)
+    flipped = [
+        np.flip(predict_volume(_FlipProbe(), np.ascontiguousarray(np.flip(vol, f)), axis=0,
+                               window=3), tuple(a + 1 for a in f))
+        for f in ((), (1,), (2,), (1, 2))
+    ]  # fmt: skip
+    assert np.allclose(tta, sum(flipped) / 4, atol=1e-6)
+    assert not np.allclose(tta, plain)  # the ramp channel is not flip-equivariant
+    # still probabilities
+    assert np.allclose(tta.sum(0), 1.0, atol=1e-5)
+
+
 # --- through the CLI ------------------------------------------------------------------------------
 
 
@@ -174,10 +210,18 @@ def test_unet3d_trains_evaluates_and_segments_through_the_cli(
     out_tif = tmp_path / "seg" / "labels.tif"
     code, out, err = run(
         monkeypatch, capsys, "segment", str(src), "--model", str(run_dir), "--out", str(out_tif),
-        "--no-progress",
+        "--no-progress", "--tta",
     )  # fmt: skip
     assert code == 0, err
     import tifffile
 
     seg = tifffile.imread(out_tif)
     assert seg.shape == vol.shape and seg.max() < len(scores["classes"])
+    assert json.loads(out_tif.with_suffix(".json").read_text())["tta"] is True
+
+    code, out, err = run(
+        monkeypatch, capsys, "evaluate", "--model", str(run_dir), "--data", str(small_dataset),
+        "--split", "test", "--tta", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["model"]["tta"] is True
