@@ -67,29 +67,15 @@ def shell_by_orientation(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     )
 
 
-def predict(models: list, volume: np.ndarray) -> np.ndarray:
-    """Class probabilities (C, Z, Y, X) averaged over ``(model, arch)`` pairs."""
+def probabilities(models: list, volume: np.ndarray, tta: bool = False) -> list[np.ndarray]:
+    """Each ``(model, arch)`` pair's class probabilities (C, Z, Y, X) (``simaq evaluate``'s, with
+    ``tta`` its ``--tta``)."""
     from models.infer import predict_volume
 
-    acc = sum(
-        predict_volume(m, volume, axis=int(a["axis"]), window=int(a["window"])) for m, a in models
-    )
-    return acc / len(models)
-
-
-def flip_tta(model, volume: np.ndarray, arch: dict) -> np.ndarray:
-    """Class probabilities (C, Z, Y, X) averaged over the four flips of the slicing plane."""
-    from models.infer import predict_volume
-
-    axis, window = int(arch["axis"]), int(arch["window"])
-    plane = [a for a in range(3) if a != axis]
-    acc = None
-    for flips in ((), (plane[0],), (plane[1],), tuple(plane)):
-        v = np.flip(volume, flips) if flips else volume
-        p = predict_volume(model, np.ascontiguousarray(v), axis=axis, window=window)
-        p = np.flip(p, tuple(a + 1 for a in flips)) if flips else p
-        acc = p if acc is None else acc + p
-    return acc / 4
+    return [
+        predict_volume(m, volume, axis=int(a["axis"]), window=int(a["window"]), tta=tta)
+        for m, a in models
+    ]
 
 
 def _drawn(meta, *path: str) -> float:
@@ -126,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     for rec in m.split_shards(args.split):
         for s in iter_samples(args.data, rec, fields=m.fields):
             vol, lab = s["recon"].astype(np.float32), s["labels"].astype(int)
-            probs = [predict(models[i : i + 1], vol) for i in range(len(models))]
-            pr = (sum(probs) / len(probs)).argmax(0)
+            probs = probabilities(models, vol)
+            pr = sum(probs).argmax(0)  # the ensemble: the mean's argmax
             if len(models) > 1:
                 for i, p in enumerate(probs):
                     alone[i] += _overlaps(p.argmax(0), lab, classes)
@@ -149,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             if tta_cm is not None:
-                pt = (sum(flip_tta(m, vol, a) for m, a in models) / len(models)).argmax(0)
+                pt = sum(probabilities(models, vol, tta=True)).argmax(0)
                 tta_cm += _overlaps(pt, lab, classes)
     _report(args, names, classes, tot, orient, rows, tta_cm)
     if len(models) > 1:

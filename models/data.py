@@ -502,8 +502,8 @@ class StackStream:
         self, first_step: int = 0, augment: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict]]:
         """Augmented batches (B, S, H, W) float32 and (B, H, W) int64 ((B, S, H, W) for a dense
-        model) with ``{"position": [k,
-        offset], "stacks": [(epoch, sample, centre), …]}`` (synthetic stacks only); the batch of
+        model) with ``{"position": [k, offset], "stacks": [(epoch, sample, centre), …]}``
+        (synthetic stacks only); the batch of
         step ``t`` is drawn from ``(seed, rank, t)``. Stacks of different in-plane sizes are not
         mixed in one batch (a shorter batch goes first)."""
         from models.order import AUGMENT, REAL, rng
