@@ -68,3 +68,24 @@ def test_bench_scores_an_ensemble_and_each_model_alone(small_dataset, tmp_path, 
     assert f"# model {runs[0]} + {runs[1]} on" in out, out
     alone = out.split("## each model alone: pooled IoU")[1].strip().splitlines()
     assert [line.split(":")[0] for line in alone] == [str(r) for r in runs], out
+
+
+def test_a_half_voxel_slip_shows_as_the_best_offset_on_its_axis():
+    z, y, x = np.indices((24, 24, 24), dtype=np.float32)
+    lab = _ball(r=6.5).astype(int)
+
+    def soft(dy: float) -> np.ndarray:  # a smooth probability of a ball moved by dy along Y
+        inside = 1 / (
+            1 + np.exp(-(6.5 - np.sqrt((z - 12) ** 2 + (y - 12 - dy) ** 2 + (x - 12) ** 2)) / 0.7)
+        )
+        return np.stack([1 - inside, inside])
+
+    out = boundary.shifted_overlaps(soft(-0.5), lab, range(1, 2))  # slipped half a voxel along -Y
+    iou = out[:, :, 1, 0] / out[:, :, 1, 1]
+    zero = boundary.OFFSETS.index(0.0)
+    assert boundary.OFFSETS[int(iou[1].argmax())] == 0.5  # Y: moved back
+    assert boundary.OFFSETS[int(iou[0].argmax())] == 0.0  # Z, X: aligned
+    assert boundary.OFFSETS[int(iou[2].argmax())] == 0.0
+    assert iou[1, -1] > iou[1, zero] + 0.05
+    aligned = boundary.shifted_overlaps(soft(0.0), lab, range(1, 2))
+    assert all(boundary.OFFSETS[int(np.argmax(a[:, 1, 0] / a[:, 1, 1]))] == 0.0 for a in aligned)
