@@ -85,9 +85,10 @@ def train_cmd(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="training preset: cpu (small network, minutes on a laptop), cpu-quality (the "
-        "README's quality recipe, about 30 min on 2 cores) or reference (the SimAQ network, "
-        "for a GPU); default: reference with --use-gpu, else cpu",
+        help="training preset: cpu (small network, minutes on a laptop), cpu-quality (a "
+        "channel-stacked U-Net with the SimAQ augmentations, about 30 min on 2 cores), "
+        "cpu-quality-light (the README's quality recipe: flips and intensity only, about 40 min) "
+        "or reference (the SimAQ network, for a GPU); default: reference with --use-gpu, else cpu",
     ),
     address: str | None = typer.Option(
         None,

@@ -544,7 +544,7 @@ def test_ray_cleaner_polling_noise_is_dropped_and_nothing_else(monkeypatch):
 
 
 def test_train_config_layers_preset_file_set_and_flags():
-    from models.config import parse_train_config
+    from models.config import TRAIN_PRESETS, parse_train_config
 
     cfg = parse_train_config(
         {"lr": 1e-3, "augment": {"flip_p": 0.1}},
@@ -557,3 +557,9 @@ def test_train_config_layers_preset_file_set_and_flags():
     assert cfg.augment.elastic_p == 0.3  # defaults under a partial section
     q = parse_train_config(preset="cpu-quality", axis=0)
     assert (q.model, q.features, q.depth, q.epochs * q.steps_per_epoch) == ("stack2d", 32, 4, 3000)
+    light = parse_train_config(preset="cpu-quality-light", sets=["augment.noise_p=0.1"])
+    assert light.arch() == {**q.arch(), "axis": 1} and light.epochs * light.steps_per_epoch == 4500
+    a = light.augment
+    assert (a.flip_p, a.brightness_p, a.contrast_p) == (0.5, 0.3, 0.3)  # kept
+    assert (a.elastic_p, a.crop_p, a.blur_p, a.invert_p, a.noise_p) == (0, 0, 0, 0, 0.1)
+    assert TRAIN_PRESETS["cpu-quality"].get("augment") is None  # the preset it extends unchanged
