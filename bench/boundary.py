@@ -139,9 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         for s in iter_samples(args.data, rec, fields=m.fields):
             vol, lab = s["recon"].astype(np.float32), s["labels"].astype(int)
             probs = probabilities(models, vol)
-            pr = sum(probs).argmax(0)  # the ensemble: the mean's argmax
+            ens = sum(probs)  # the ensemble: the mean's argmax
+            pr = ens.argmax(0)
             if shifted is not None:
-                shifted += shifted_overlaps(sum(probs), lab, classes)
+                shifted += shifted_overlaps(ens, lab, classes)
             if len(models) > 1:
                 for i, p in enumerate(probs):
                     alone[i] += _overlaps(p.argmax(0), lab, classes)

@@ -116,7 +116,7 @@ class TrainConfig(StrictModel):
 # ``reference`` is the SimAQ network (64 features, depth 4): about 15 s a step on a 2-core CPU,
 # meant for a GPU. ``cpu`` gives a useful model of the demo preset in minutes on 2 cores (README:
 # "Segmentation quality"): 16 features, depth 3, a higher learning rate, 10 × 50 steps.
-# ``cpu-quality`` is the README's quality recipe, about 30 minutes on 2 cores: the channel-stacked
+# ``cpu-quality`` was the README's first quality recipe, about 30 minutes on 2 cores: the channel-stacked
 # U-Net (a step costs a sixth of unet25d's of the same width, so it affords 32 features, depth 4)
 # for 10 × 300 steps. ``cpu-quality-light`` is the same network with light augmentation (flips,
 # brightness, contrast) for 10 × 450 steps, the 45-minute budget: the simulator already draws blur,
