@@ -67,8 +67,9 @@ def train_cmd(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU), unet2d or "
-        "unet3d (3D patches of --set window slices, every voxel supervised)",
+        help="unet25d (default), stack2d (slices as channels, 6× cheaper on a CPU), stack2d-dense "
+        "(stack2d segmenting every slice of its stack), unet2d or unet3d (3D patches of --set "
+        "window slices, every voxel supervised)",
     ),
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)"),
     seed: int | None = typer.Option(None, "--seed", help="seed of init, order, augmentation"),

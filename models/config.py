@@ -57,7 +57,7 @@ class AugmentConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Everything that defines a training run (recorded in every checkpoint)."""
 
-    model: Literal["unet25d", "unet2d", "stack2d", "unet3d"] = "unet25d"
+    model: Literal["unet25d", "unet2d", "stack2d", "stack2d-dense", "unet3d"] = "unet25d"
     features: int = Field(64, ge=1, le=1024)  # channels of the first level; doubled per level
     depth: int = Field(4, ge=1, le=8)  # resolution levels (depth − 1 poolings)
     # slices per stack (odd); the centre one is segmented (unet3d: the patch depth, every slice)
@@ -98,7 +98,7 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.window % 2 != 1 and self.model != "unet3d":
+        if self.window % 2 != 1 and self.model not in ("unet3d", "stack2d-dense"):
             raise ValueError(f"window: must be odd, got {self.window}")
         if self.patch is not None and self.patch % (2 ** (self.depth - 1)):
             raise ValueError(

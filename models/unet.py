@@ -13,6 +13,8 @@ and, except the 3D U-Net, return class logits (B, C, H, W) for the centre slice.
   channel-stacked "2.5D" input of many medical-imaging U-Nets). Only the first convolution sees
   the stack, so a step costs about what :class:`UNet2D` costs; on a 2-core CPU it is 6× cheaper than
   :class:`UNet25D` of the same width (``python bench/unet_cost.py``).
+* :class:`UNetStack2DDense`: :class:`UNetStack2D` with a logit for every slice of the stack, (B, C,
+  S, H, W): a *dense* model (:func:`is_dense`) for the price of the centre-slice one.
 * :class:`UNet3D` (Çiçek et al., "3D U-Net", MICCAI 2016): 3D convolutions and 2×2×2 pooling
   throughout; the stack is a 3D patch and *every* slice of it is segmented: it returns logits
   (B, C, S, H, W) (a *dense* model, :func:`is_dense`), so a step supervises S times the voxels
@@ -162,6 +164,25 @@ class UNetStack2D(UNet2D):
     in_slices = None  # all of the stack
 
 
+class UNetStack2DDense(UNetStack2D):
+    """:class:`UNetStack2D` with C × S output channels: logits (B, C, S, H, W) for every slice of
+    the stack (a dense model, like :class:`UNet3D`), so a step supervises S times the voxels at
+    almost the same cost (only the 1×1 head grows); inference averages the overlapping stacks."""
+
+    dense = True
+
+    def __init__(self, num_classes: int, window: int = 7, features: int = 64, depth: int = 4):
+        super().__init__(num_classes, window, features, depth)
+        self.dec = _Decoder2D(self.widths, num_classes * window)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x, h, w = self._pad(x)
+        y, skips = self._encode(x)
+        y = self.dec(y, skips)[..., :h, :w]
+        return y.unflatten(1, (self.num_classes, self.window))
+
+
 class UNet3D(_UNetBase):
     """3D U-Net over the whole stack: logits (B, C, S, H, W) for every slice (see module).
 
@@ -189,7 +210,13 @@ class UNet3D(_UNetBase):
         return self.head(y)[..., :s, :h, :w]
 
 
-MODELS = {"unet25d": UNet25D, "unet2d": UNet2D, "stack2d": UNetStack2D, "unet3d": UNet3D}
+MODELS = {
+    "unet25d": UNet25D,
+    "unet2d": UNet2D,
+    "stack2d": UNetStack2D,
+    "stack2d-dense": UNetStack2DDense,
+    "unet3d": UNet3D,
+}
 
 
 def is_dense(name: str) -> bool:
@@ -200,7 +227,8 @@ def is_dense(name: str) -> bool:
 def build_model(
     name: str, num_classes: int, *, window: int, features: int, depth: int
 ) -> nn.Module:
-    """The network called ``name`` (``unet25d``, ``unet2d``, ``stack2d`` or ``unet3d``)."""
+    """The network called ``name`` (``unet25d``, ``unet2d``, ``stack2d``, ``stack2d-dense`` or
+    ``unet3d``)."""
     if name not in MODELS:
         raise ValueError(f"model: unknown model {name!r} (known: {sorted(MODELS)})")
     return MODELS[name](num_classes, window=window, features=features, depth=depth)

@@ -1,4 +1,4 @@
-"""The dense 3D U-Net (``model=unet3d``): every slice of a stack is a target, in the network, the
+"""The dense models (``model=unet3d``, ``stack2d-dense``): every slice of a stack is a target, in the network, the
 loss, the training stream and the overlap-averaged inference; trained and used through the CLI
 (with flip test-time augmentation, ``--tta``)."""
 
@@ -13,14 +13,15 @@ from _cli import run
 # --- network and loss -----------------------------------------------------------------------------
 
 
-def test_unet3d_segments_every_slice_and_sees_across_slices():
+@pytest.mark.parametrize("name", ["unet3d", "stack2d-dense"])
+def test_dense_models_segment_every_slice_and_see_across_slices(name):
     import torch
 
     from models.unet import build_model, is_dense
 
-    assert is_dense("unet3d") and not is_dense("stack2d")
+    assert is_dense(name) and not is_dense("stack2d")
     torch.manual_seed(0)
-    net = build_model("unet3d", 4, window=6, features=4, depth=3).eval()
+    net = build_model(name, 4, window=6, features=4, depth=3).eval()
     x = torch.randn(2, 6, 20, 28)  # S, H, W not multiples of 2**(depth-1): padded, then cropped
     x2 = x.clone()
     x2[:, 0] += 1.0  # change the first slice only
@@ -44,11 +45,12 @@ def test_loss_on_label_stacks_ignores_unannotated_voxels():
     assert float(FocalDiceLoss()(perfect.float(), target)) < 1e-3
 
 
-def test_training_config_allows_even_windows_only_for_unet3d():
+def test_training_config_allows_even_windows_only_for_dense_models():
     from factory.errors import ConfigError
     from models.config import parse_train_config
 
     assert parse_train_config(sets=["model=unet3d", "window=16"]).window == 16
+    assert parse_train_config(sets=["model=stack2d-dense", "window=6"]).window == 6
     with pytest.raises(ConfigError, match="window: .*must be odd"):
         parse_train_config(sets=["model=stack2d", "window=16"])
 
@@ -178,21 +180,22 @@ def test_flip_tta_averages_the_four_flips_mapped_back():
 # --- through the CLI ------------------------------------------------------------------------------
 
 
-def test_unet3d_trains_evaluates_and_segments_through_the_cli(
-    monkeypatch, capsys, ray_session, small_dataset, tmp_path
+@pytest.mark.parametrize(("name", "window"), [("unet3d", 8), ("stack2d-dense", 5)])
+def test_dense_models_train_evaluate_and_segment_through_the_cli(
+    name, window, monkeypatch, capsys, ray_session, small_dataset, tmp_path
 ):
     import mrcfile
     from _models_helpers import split_samples
 
     run_dir = tmp_path / "run3d"
     args = ["train", "--data", str(small_dataset), "--out", str(run_dir), "--seed", "3"]
-    args += ["--set", "model=unet3d", "--set", "window=8", "--set", "features=4"]
+    args += ["--set", f"model={name}", "--set", f"window={window}", "--set", "features=4"]
     args += ["--set", "depth=2", "--batch-size", "2", "--lr", "0.01", "--epochs", "1"]
     args += ["--steps-per-epoch", "4", "--set", "val_slices=8", "--set", "cpus_per_worker=1"]
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     state = json.loads((run_dir / "run.json").read_text())
-    assert state["arch"]["model"] == "unet3d" and state["arch"]["window"] == 8
+    assert state["arch"]["model"] == name and state["arch"]["window"] == window
 
     code, out, err = run(
         monkeypatch, capsys, "evaluate", "--model", str(run_dir), "--data", str(small_dataset),
