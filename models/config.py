@@ -60,7 +60,7 @@ class TrainConfig(StrictModel):
     model: Literal["unet25d", "unet2d", "stack2d", "stack2d-dense", "unet3d"] = "unet25d"
     features: int = Field(64, ge=1, le=1024)  # channels of the first level; doubled per level
     depth: int = Field(4, ge=1, le=8)  # resolution levels (depth − 1 poolings)
-    # slices per stack (odd); the centre one is segmented (unet3d: the patch depth, every slice)
+    # slices per stack (odd); the centre one is segmented (dense models: any size, every slice)
     window: int = Field(7, ge=1, le=63)
     axis: int = Field(1, ge=0, le=2)  # slicing axis of (Z, Y, X); 1 = the tilt axis Y
     patch: int | None = Field(None, ge=8)  # random in-plane crop of this size (None: whole slice)

@@ -176,11 +176,7 @@ class UNetStack2DDense(UNetStack2D):
         self.dec = _Decoder2D(self.widths, num_classes * window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        x, h, w = self._pad(x)
-        y, skips = self._encode(x)
-        y = self.dec(y, skips)[..., :h, :w]
-        return y.unflatten(1, (self.num_classes, self.window))
+        return super().forward(x).unflatten(1, (self.num_classes, self.window))
 
 
 class UNet3D(_UNetBase):
