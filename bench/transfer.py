@@ -8,10 +8,15 @@ gap between simulation and a microscope. A model trained on ``capillary-demo`` (
 is applied to one ``capillary`` sample (256³ at 40 nm, resampled to 160 nm by ``evaluate``)::
 
     python bench/transfer.py --model RUN [--preset capillary] [--seed 11] [--index 3] [--out DIR]
+        [--store-as YZX]
 
 Sparse labels: every 48th XY plane (Z) and two XZ planes across the capillary axis, cell
 (any compartment) = 1, void (medium, glass, outside) = 0, unlabelled = 255. Prints the model's
 cell IoU and the Otsu baselines scored on the same voxels, and the load average.
+
+``--store-as ORDER`` writes the tomogram and its labels in another axis order (``YZX``: IMOD's
+before ``trimvol -rx``) and scores it twice: with ``--axes auto`` (detected) and with ``ZYX``
+forced (what reading the file as stored does).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--index", type=int, default=3)
     ap.add_argument("--out", default=None, help="keep the tomogram, labels and report here")
+    ap.add_argument("--store-as", default="ZYX", help="axis order of the files scored")
     args = ap.parse_args()
 
     import mrcfile
@@ -60,24 +66,35 @@ def main() -> int:
            "--format", "mrc", "--out", str(sim), "--overwrite"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
     t_sim = time.perf_counter() - t0
-    with mrcfile.open(sim / "labels.mrc", permissive=True) as m:
-        labels, voxel_a = m.data.copy(), float(m.voxel_size.x)
-    with mrcfile.new(out / "sparse_labels.mrc", overwrite=True) as m:
-        m.set_data(sparse_cell_labels(labels))
-        m.voxel_size = voxel_a
+    from factory.tomo.axes import from_zyx, parse_axes
     from models.evaluate import evaluate_real
 
+    store = parse_axes(args.store_as)
+    with mrcfile.open(sim / "labels.mrc", permissive=True) as m:
+        labels, voxel_a = m.data.copy(), float(m.voxel_size.x)
+    with mrcfile.open(sim / "recon.mrc", permissive=True) as m:
+        recon = m.data.copy()
+    for name, vol in (("sparse_labels.mrc", sparse_cell_labels(labels)), ("tomogram.mrc", recon)):
+        with mrcfile.new(out / name, overwrite=True) as m:
+            m.set_data(np.ascontiguousarray(from_zyx(vol, store)))
+            m.voxel_size = voxel_a
     t1 = time.perf_counter()
-    res = evaluate_real(
-        args.model, str(sim / "recon.mrc"), str(out / "sparse_labels.mrc"),
-        class_map="cell=1,background=0", ignore=UNLABELLED, out=str(out / "eval"),
-    )  # fmt: skip
+    runs = {"auto": "auto"} if store == "ZYX" else {"auto": "auto", "as stored": "ZYX"}
+    cell, axes = {}, {}
+    for label, axes_arg in runs.items():
+        res = evaluate_real(
+            args.model, str(out / "tomogram.mrc"), str(out / "sparse_labels.mrc"),
+            class_map="cell=1,background=0", ignore=UNLABELLED, out=str(out / f"eval-{axes_arg}"),
+            axes=axes_arg,
+        )  # fmt: skip
+        cell[label] = {k: v["per_class"]["cell"]["iou"] for k, v in res["methods"].items()}
+        axes[label] = res["axes"]["axes"] + f" ({res['axes']['source']})"
     t_eval = time.perf_counter() - t1
-    cell = {k: v["per_class"]["cell"]["iou"] for k, v in res["methods"].items()}
     summary = {
-        "preset": args.preset, "seed": args.seed, "index": args.index,
+        "preset": args.preset, "seed": args.seed, "index": args.index, "stored_as": store,
         "input_voxel_nm": res["input_voxel_nm"], "model_voxel_nm": res["model_voxel_nm"],
-        "labelled_voxels": res["labelled_voxels"], "cell_iou": cell,
+        "labelled_voxels": res["labelled_voxels"], "axes": axes,
+        "cell_iou": cell["auto"] if len(cell) == 1 else cell,
         "simulate_s": round(t_sim, 1), "evaluate_s": round(t_eval, 1),
         "loadavg_start": load0, "loadavg_end": os.getloadavg(), "out": str(out),
     }  # fmt: skip

@@ -26,6 +26,10 @@ EndpointUrl = Annotated[
         help="S3 endpoint, e.g. http://127.0.0.1:9000 (default: $SIMAQ_S3_ENDPOINT, else AWS)",
     ),
 ]
+AXES_HELP = (
+    "array axis order of the file as beam Z, tilt axis Y and X, e.g. ZYX (the factory's) or YZX "
+    "(IMOD before trimvol -rx); auto: detected from the missing wedge or the capillary, else ZYX"
+)
 DatasetRoot = Annotated[
     str, typer.Argument(help="dataset root (local or s3://) or its manifest.json")
 ]

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from factory.cli_options import EndpointUrl, Verbose
+from factory.cli_options import AXES_HELP, EndpointUrl, Verbose
 from factory.errors import UserError
 
 
@@ -103,6 +103,7 @@ def train_cmd(
     real_labels: str | None = typer.Option(
         None, "--real-labels", help="its sparse labels (−1 = unannotated)"
     ),
+    real_axes: str = typer.Option("auto", "--real-axes", help="of --real: " + AXES_HELP),
     endpoint_url: EndpointUrl = None,
     allow_bad_shards: bool = typer.Option(
         False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
@@ -122,7 +123,8 @@ def train_cmd(
     summary = train(
         cfg, [Store(d, endpoint_url) for d in data], Store(out, endpoint_url),
         init=None if init is None else Store(init, endpoint_url), real=real,
-        real_labels=real_labels, progress=True, log=lambda msg: typer.echo(msg, err=True),
+        real_labels=real_labels, real_axes=real_axes, progress=True,
+        log=lambda msg: typer.echo(msg, err=True),
         address=address, verbose=verbose,
     )  # fmt: skip
     mt = summary["metrics"]
@@ -173,6 +175,7 @@ def evaluate_cmd(
     tta: bool = typer.Option(
         False, "--tta", help="average the four flips of the slicing plane (4× the time)"
     ),
+    axes: str = typer.Option("auto", "--axes", help="of --real: " + AXES_HELP),
 ) -> None:
     """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
     labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
@@ -182,6 +185,7 @@ def evaluate_cmd(
         _evaluate_real(
             model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
             out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json, tta=tta,
+            axes=axes,
         )  # fmt: skip
         return
     from factory.dataset.storage import Store
@@ -233,6 +237,7 @@ def segment_cmd(
     tta: bool = typer.Option(
         False, "--tta", help="average the four flips of the slicing plane (4× the time)"
     ),
+    axes: str = typer.Option("auto", "--axes", help=AXES_HELP),
 ) -> None:
     """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
     record of the voxel sizes used."""
@@ -244,7 +249,7 @@ def segment_cmd(
     segment_file(
         Store(model, endpoint_url), input_path, out, voxel_nm=voxel_nm, fov=fov,
         batch_size=batch_size, device=device, min_radius=min_radius_nm, progress=progress,
-        log=typer.echo, tta=tta,
+        log=typer.echo, tta=tta, axes=axes,
     )  # fmt: skip
 
 
@@ -267,6 +272,7 @@ def _evaluate_real(
 ) -> None:
     """``simaq evaluate --real``: score, then print JSON or a table of IoU/Dice per class."""
     from factory.dataset.storage import Store
+    from factory.tomo.axes import describe
     from models.evaluate import evaluate_real
 
     if real_labels is None:
@@ -282,7 +288,8 @@ def _evaluate_real(
     typer.echo(
         f"{result['tomogram']}: {result['labelled_voxels']} labelled voxels "
         f"({100 * result['labelled_fraction']:.2f} %), at {result['input_voxel_nm']:g} nm "
-        f"({result['voxel_source']}); model at {result['model_voxel_nm']} nm"
+        f"({result['voxel_source']}); model at {result['model_voxel_nm']} nm; "
+        f"{describe(result['axes'])}"
     )
     typer.echo(f"{'class':<20}" + "".join(f"{m + ' IoU/Dice':>26}" for m in methods))
 

@@ -598,8 +598,13 @@ def evaluate_real(
     device: str | None = None,
     progress: bool = False,
     tta: bool = False,
+    axes: str = "auto",
 ) -> dict:
     """Score a checkpoint on a real tomogram's sparse labels, beside Otsu baselines.
+
+    Tomogram and labels are viewed in the (Z, Y, X) order first (``axes``, the file's order, or
+    ``"auto"``: :func:`factory.tomo.axes.resolve_axes`); the planes of the JSON and the PNG are
+    indexed in the file's order.
 
     The model predicts at its training voxel size (:func:`models.infer.predict_at_model_scale`;
     input voxel size from ``voxel_nm``, else the header); its argmax classes, mapped onto the
@@ -609,6 +614,7 @@ def evaluate_real(
     """
     import torch
 
+    from factory.tomo.axes import resolve_axes, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
     from models.volume_io import input_voxel_nm
 
@@ -619,6 +625,8 @@ def evaluate_real(
     lut, named = parse_class_map(class_map, names)
     raw, lab, header_nm = _read_real(real, real_labels, ignore)
     vnm, source = input_voxel_nm(voxel_nm, header_nm, real)
+    order, axes_info = resolve_axes(raw, axes)
+    raw, lab = to_zyx(raw, order), to_zyx(lab, order)
     probs, info = predict_at_model_scale(
         model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
         what="`real`", tta=tta,
@@ -644,7 +652,8 @@ def evaluate_real(
         "ignore": int(ignore),
         "labelled_voxels": int(valid.sum()),
         "labelled_fraction": float(valid.mean()),
-        "labelled_planes": {"axis": axis, "indices": planes},
+        "labelled_planes": {"axis": order.index("ZYX"[axis]), "indices": planes},
+        "axes": axes_info,
         "class_map": {
             n: (None if lut[k] == UNMAPPED else int(lut[k])) for k, n in enumerate(names)
         },
@@ -657,13 +666,34 @@ def evaluate_real(
         with open(os.path.join(out, "evaluation_real.json"), "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1)
         otsu = baselines["otsu_fov"][0]
-        planes_png(raw, pred, otsu, lab, ignore, axis, planes, os.path.join(out, "real_planes.png"))
+        planes_png(
+            raw,
+            pred,
+            otsu,
+            lab,
+            ignore,
+            axis,
+            planes,
+            os.path.join(out, "real_planes.png"),
+            file_axis=order.index("ZYX"[axis]),
+        )
     return result
 
 
-def planes_png(raw, pred, otsu, lab, ignore: int, axis: int, planes: list[int], path: str) -> None:
+def planes_png(
+    raw,
+    pred,
+    otsu,
+    lab,
+    ignore: int,
+    axis: int,
+    planes: list[int],
+    path: str,
+    file_axis: int | None = None,
+) -> None:
     """PNG of at most 4 labelled planes (rows) along ``axis``: input, model prediction, Otsu
-    (FOV) and labels (unlabelled voxels blank); class ids share one colour map."""
+    (FOV) and labels (unlabelled voxels blank); class ids share one colour map. Titles name the
+    axis as ``file_axis`` (the file's own index of that axis; default ``axis``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -682,7 +712,10 @@ def planes_png(raw, pred, otsu, lab, ignore: int, axis: int, planes: list[int], 
             shown = np.ma.masked_where(img == (ignore if ax is row[3] else -1), img)
             ax.imshow(shown, cmap="tab10", vmin=0, vmax=max(vmax, 9), interpolation="nearest")
         for ax, title in zip(row, ("input", "model", "Otsu (FOV)", "labels"), strict=True):
-            ax.set_title(f"{title} · plane {idx} of axis {axis}", fontsize=8)
+            ax.set_title(
+                f"{title} · plane {idx} of axis {axis if file_axis is None else file_axis}",
+                fontsize=8,
+            )
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

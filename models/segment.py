@@ -333,16 +333,19 @@ def segment_file(
     progress: bool = False,
     log=print,
     tta: bool = False,
+    axes: str = "auto",
 ) -> dict:
     """Segment one tomogram file with a checkpoint; write labels, objects, measurements and
-    ``OUTPUT_STEM.json`` (the voxel sizes and grids used).
+    ``OUTPUT_STEM.json`` (the voxel sizes, grids and axis order used).
 
-    The input's voxel size (nm) is ``voxel_nm``, else its header's; the prediction runs at the
-    model's training voxel size (:func:`models.infer.predict_at_model_scale`) and everything
-    written is on the input grid, in the input's voxel size.
+    The input's voxel size (nm) is ``voxel_nm``, else its header's; its axis order is ``axes``
+    (:mod:`factory.tomo.axes`: ``"auto"`` detects it). The prediction runs in the (Z, Y, X) order
+    at the model's training voxel size (:func:`models.infer.predict_at_model_scale`) and
+    everything written is on the input grid, in the input's voxel size and axis order.
     """
     import torch
 
+    from factory.tomo.axes import describe, from_zyx, resolve_axes, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
     from models.volume_io import input_voxel_nm, read_volume, write_volume
 
@@ -358,10 +361,12 @@ def segment_file(
     if not np.isfinite(raw).all():
         raise UserError(f"INPUT: {input_path!r} holds NaN or infinite values")
     vnm, source = input_voxel_nm(voxel_nm, header_nm, input_path)
+    order, axes_info = resolve_axes(raw, axes)
     probs, info = predict_at_model_scale(
-        model, state, raw, vnm, fov=fov, batch_size=batch_size, device=dev, progress=progress,
-        tta=tta,
+        model, state, to_zyx(raw, order), vnm, fov=fov, batch_size=batch_size, device=dev,
+        progress=progress, tta=tta,
     )  # fmt: skip
+    probs = from_zyx(probs, order)  # postprocessing is isotropic: done in the file's order
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     labels, objects, records = postprocess(
         probs, names, vnm, sigma=sigma, overrides=overrides, scale=1.0 / info["zoom"]
@@ -386,13 +391,15 @@ def segment_file(
         "voxels_per_class": {n: int((labels == k).sum()) for k, n in enumerate(names)},
         "postprocess": {"sigma": sigma, "fov": fov},
         "tta": tta,
+        "axes": axes_info,
     }
     with open(json_path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)
     model_nm = info["model_voxel_nm"]
     scale = f"model {model_nm:g} nm, zoom {info['zoom']:.3g}" if model_nm else "model: unknown"
     log(
-        f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}; {scale}): {len(rows)} "
+        f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}; {scale}; "
+        f"{describe(axes_info)}): {len(rows)} "
         f"objects → {labels_path}, {objects_path}, {csv_path}, {json_path}"
     )
     return result

@@ -1007,7 +1007,12 @@ def _draw_progress(worker, events, total: int | None, log) -> int:
     return restarts
 
 
-def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classes: int):
+def _load_real(
+    path: str, labels_path: str, cfg, normalization: dict, num_classes: int, axes: str = "auto"
+):
+    """The few-shot real tomogram, normalised, and its labels, both in (Z, Y, X) order (``axes``:
+    the files' order, or ``"auto"``, :func:`factory.tomo.axes.resolve_axes`)."""
+    from factory.tomo.axes import resolve_axes, to_zyx
     from models.data import check_window
     from models.infer import normalize_volume
     from models.volume_io import read_volume
@@ -1016,6 +1021,8 @@ def _load_real(path: str, labels_path: str, cfg, normalization: dict, num_classe
     lab, _ = read_volume(labels_path, "real_labels")
     if lab.shape != vol.shape:
         raise UserError(f"shape {lab.shape} differs from `real`'s {vol.shape}", param="real_labels")
+    order, _ = resolve_axes(vol, axes, "real_axes")
+    vol, lab = to_zyx(vol, order), to_zyx(lab, order)
     if lab.dtype.kind not in "iu":
         raise UserError(f"expected integer labels, got {lab.dtype}", param="real_labels")
     lab = lab.astype(np.int64)
@@ -1076,6 +1083,7 @@ def plan_job(
     init: str | Store | None = None,
     real: str | None = None,
     real_labels: str | None = None,
+    real_axes: str = "auto",
 ) -> TrainJob:
     """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`) read from ``data``, written
     to ``run_dir`` (``real``, ``real_labels``: local paths already absolute)."""
@@ -1093,7 +1101,7 @@ def plan_job(
             raise UserError("`real` and `real_labels` must be given together")
         if cfg.real_ratio <= 0:
             raise UserError("must be > 0 when `real` is given", param="real_ratio")
-        real_arrays = _load_real(real, real_labels, cfg, norm, len(names))
+        real_arrays = _load_real(real, real_labels, cfg, norm, len(names), real_axes)
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s.nsamples for s in train_shards)
     steps_per_epoch = cfg.steps_per_epoch or max(
@@ -1166,6 +1174,7 @@ def train(
     init: str | Store | None = None,
     real: str | None = None,
     real_labels: str | None = None,
+    real_axes: str = "auto",
     progress: bool = False,
     log=print,
     address: str | None = None,
@@ -1193,6 +1202,7 @@ def train(
     m = read_datasets(stores)
     job = plan_job(
         cfg, m, stores[0], run_dir, init=init, real=real, real_labels=real_labels,
+        real_axes=real_axes,
     )  # fmt: skip
     created = _open_run_dir(run_dir, job.cfg, m, log)
     started = start_ray(

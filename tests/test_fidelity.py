@@ -137,6 +137,31 @@ def test_npy_without_voxel_size_is_refused(datasets, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_real_tomogram_stored_tilt_axis_first_is_measured_as_the_original(datasets, tmp_path):
+    """IMOD's (Y, Z, X) before `trimvol -rx`: its missing wedge says so (``--real-axes auto``)
+    and the report measures it as the (Z, Y, X) original; a bad order is refused by name."""
+    import mrcfile
+
+    from factory.tomo.axes import from_zyx
+
+    with mrcfile.open(datasets["real"]) as mrc:
+        vol = np.array(mrc.data)
+    path = str(tmp_path / "yzx.npy")
+    np.save(path, np.ascontiguousarray(from_zyx(vol, "YZX")))
+    extra = ("--real-voxel-nm", "60", "--samples", "1")
+    base = _report(datasets["base"], datasets["real"], tmp_path / "a", *extra)
+    rep = _report(datasets["base"], path, tmp_path / "b", *extra)
+    assert base["real"]["axes"]["axes"] == "ZYX"
+    assert rep["real"]["axes"]["axes"] == "YZX" and rep["real"]["axes"]["source"] == "detected"
+    assert rep["real"]["metrics"] == base["real"]["metrics"]
+    code, _, err = invoke(
+        ["fidelity", "--data", datasets["base"], "--real", path, "--out", str(tmp_path / "c"),
+         "--real-axes", "zyxz", *extra]
+    )  # fmt: skip
+    assert code == 2 and "--real-axes" in err and "'zyxz'" in err, err
+    assert not (tmp_path / "c").exists()
+
+
 def _tooth_tomogram() -> np.ndarray:
     """FBP of the tooth projections, detector binned by 2 (320 columns), every second angle."""
     from factory.tomo import fbp

@@ -563,3 +563,31 @@ def test_train_config_layers_preset_file_set_and_flags():
     assert (a.flip_p, a.brightness_p, a.contrast_p) == (0.5, 0.3, 0.3)  # kept
     assert (a.elastic_p, a.crop_p, a.blur_p, a.invert_p, a.noise_p) == (0, 0, 0, 0, 0.1)
     assert TRAIN_PRESETS["cpu-quality"].get("augment") is None  # the preset it extends unchanged
+
+
+def test_few_shot_real_data_in_another_axis_order_loads_as_zyx(small_dataset, tmp_path):
+    """`train --real-axes`: a real tomogram and labels stored (Y, Z, X) load as the (Z, Y, X)
+    original; a bad order is refused naming the flag's field."""
+    from factory.errors import UserError
+    from factory.tomo.axes import from_zyx
+    from models.config import parse_train_config
+    from models.train import _load_real
+
+    s = split_samples(small_dataset, "test")[0]
+    vol = (0.3 + 0.05 * s["recon"].astype(np.float32)).astype(np.float32)
+    lab = np.full(vol.shape, -1, np.int16)
+    lab[:, 10] = s["labels"][:, 10]
+    cfg = parse_train_config(None, sets=["window=3"])
+    norm = {"method": "quantile", "fov_inset_px": 2}
+    paths = {}
+    for order in ("ZYX", "YZX"):
+        paths[order] = (str(tmp_path / f"{order}.tif"), str(tmp_path / f"{order}_labels.tif"))
+        tifffile.imwrite(paths[order][0], np.ascontiguousarray(from_zyx(vol, order)))
+        tifffile.imwrite(paths[order][1], np.ascontiguousarray(from_zyx(lab, order)))
+    k = int(s["labels"].max()) + 1
+    ref_vol, ref_lab = _load_real(*paths["ZYX"], cfg, norm, k, "ZYX")
+    got_vol, got_lab = _load_real(*paths["YZX"], cfg, norm, k, "YZX")
+    assert np.array_equal(got_vol, ref_vol) and np.array_equal(got_lab, ref_lab)
+    with pytest.raises(UserError) as e:
+        _load_real(*paths["YZX"], cfg, norm, k, "YZ")
+    assert e.value.param == "real_axes"

@@ -120,6 +120,31 @@ def test_real_evaluation_prints_a_table(monkeypatch, capsys, run_dir, real):
     assert "cell" in stdout and "predict" in err  # a progress bar on stderr
 
 
+def test_a_tomogram_stored_tilt_axis_first_scores_as_the_original(
+    monkeypatch, capsys, run_dir, real, tmp_path
+):
+    """IMOD's (Y, Z, X) before `trimvol -rx`: with ``--axes YZX`` the same scores, the planes
+    reported in the file's own axis."""
+    from factory.tomo.axes import from_zyx
+
+    tomo, labels, lac, truth, sparse = real
+    base = _evaluate(monkeypatch, capsys, run_dir, tomo, labels)
+    assert base["axes"]["given"] == "auto"
+    with mrcfile.new(str(tmp_path / "yzx.mrc")) as mrc:
+        mrc.set_data(np.ascontiguousarray(from_zyx(lac, "YZX")))
+        mrc.voxel_size = 600.0
+    tifffile.imwrite(tmp_path / "yzx.tif", np.ascontiguousarray(from_zyx(sparse, "YZX")))
+    out = tmp_path / "eval"
+    res = _evaluate(
+        monkeypatch, capsys, run_dir, tmp_path / "yzx.mrc", tmp_path / "yzx.tif", "--axes", "YZX",
+        "--out", str(out),
+    )  # fmt: skip
+    assert res["methods"] == base["methods"]
+    assert res["labelled_planes"] == {"axis": 0, "indices": list(PLANES)}
+    assert res["axes"] == {"given": "YZX", "axes": "YZX", "source": "given"}
+    assert (out / "real_planes.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -130,6 +155,7 @@ def test_real_evaluation_prints_a_table(monkeypatch, capsys, run_dir, real):
         (["--real", "TOMO", "--real-labels", "LAB", "--map", "cell"], "expected NAME=ID"),
         (["--real", "PLAIN", "--real-labels", "LAB"], "pass --voxel-nm"),
         (["--real", "TOMO", "--real-labels", "SMALL"], "differs from the tomogram's"),
+        (["--real", "TOMO", "--real-labels", "LAB", "--axes", "ZY"], "--axes: expected 'auto'"),
     ],
 )
 def test_bad_real_arguments_exit_2(

@@ -269,3 +269,42 @@ def test_a_rescaled_tomogram_segments_like_the_native_one(
         # (At x2 the tiny model's cell-vs-void call is mostly an intensity threshold, so skipping
         # the resampling costs it little, more or less by machine: 0.759 against 0.758 on one.)
         assert iou_wrong < iou_scaled - 0.05
+
+
+# --- the file's axis order (IMOD writes the tilt axis first until `trimvol -rx`) ---------------
+
+
+def test_a_tomogram_stored_tilt_axis_first_segments_like_the_original(
+    monkeypatch, capsys, trained, sample, tmp_path
+):
+    from factory.tomo.axes import from_zyx
+
+    recon, _ = sample
+    lac = 0.3 + 0.05 * recon
+    native, rec0, _ = _segment_at(monkeypatch, capsys, trained, lac, VOXEL_NM, tmp_path / "n.mrc")
+    assert rec0["axes"]["given"] == "auto" and rec0["axes"]["axes"] == "ZYX"
+    stored = from_zyx(lac, "YZX")  # (Y, Z, X)
+    seg, rec, stdout = _segment_at(
+        monkeypatch, capsys, trained, stored, VOXEL_NM, tmp_path / "t.mrc", "--axes", "yzx"
+    )
+    assert rec["axes"] == {"given": "YZX", "axes": "YZX", "source": "given"}
+    assert "axes YZX (given)" in stdout
+    assert seg.shape == stored.shape and np.array_equal(seg, from_zyx(native, "YZX"))
+    # read as if it were (Z, Y, X): another segmentation of the same voxels
+    wrong, _, _ = _segment_at(
+        monkeypatch, capsys, trained, stored, VOXEL_NM, tmp_path / "w.mrc", "--axes", "ZYX"
+    )
+    assert not np.array_equal(wrong, seg)
+
+
+def test_a_bad_axis_order_exits_2_naming_the_flag(
+    monkeypatch, capsys, undertrained, sample, tmp_path
+):
+    src = write_mrc(tmp_path / "tomo.mrc", sample[0], VOXEL_NM)
+    out = tmp_path / "seg.tif"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "segment", src, "--model", str(undertrained), "--out", str(out),
+        "--axes", "ZZX",
+    )  # fmt: skip
+    assert code == 2 and "--axes" in error_line(err) and "'ZZX'" in error_line(err), err
+    assert not out.exists()

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from factory.cli_options import EndpointUrl
+from factory.cli_options import AXES_HELP, EndpointUrl
 from factory.fidelity.calibrate import format_value
 
 
@@ -40,10 +40,11 @@ def fidelity(
     data: str = typer.Option(
         ..., "--data", help="dataset root (local or s3://) or its manifest.json"
     ),
-    real: str = typer.Option(..., "--real", help="real tomogram: .mrc/.rec/.tif/.npy (Z, Y, X)"),
+    real: str = typer.Option(..., "--real", help="real tomogram: .mrc/.rec/.tif/.npy"),
     real_voxel_nm: float | None = typer.Option(
         None, "--real-voxel-nm", help="voxel size of --real in nm (default: file header)"
     ),
+    real_axes: str = typer.Option("auto", "--real-axes", help="of --real: " + AXES_HELP),
     out: str = typer.Option(..., "--out", help="directory for fidelity.json and fidelity.png"),
     samples: int = typer.Option(8, "--samples", help="synthetic samples compared (first N)"),
     suggest: bool = typer.Option(
@@ -60,7 +61,9 @@ def fidelity(
     from factory.fidelity.report import fidelity_report, json_safe, write_report
 
     dataset = Store(data, endpoint_url)
-    report, arrays = fidelity_report(dataset, real, real_voxel_nm=real_voxel_nm, samples=samples)
+    report, arrays = fidelity_report(
+        dataset, real, real_voxel_nm=real_voxel_nm, samples=samples, real_axes=real_axes
+    )
     if suggest:
         config = read_manifest(dataset).config
         report["suggestions"] = make_suggestions(report, config)

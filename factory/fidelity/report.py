@@ -92,9 +92,13 @@ def load_recons(dataset, samples: int):
     return m, out
 
 
-def load_real(path: str, voxel_nm: float | None) -> tuple[np.ndarray, float, str]:
-    """``(volume (Z, Y, X), voxel_nm, source)`` of the real tomogram: ``--real-voxel-nm`` wins,
-    else the file header; neither known is a :class:`UserError`."""
+def load_real(
+    path: str, voxel_nm: float | None, axes: str = "auto"
+) -> tuple[np.ndarray, float, str, dict]:
+    """``(volume (Z, Y, X), voxel_nm, source, axes record)`` of the real tomogram:
+    ``--real-voxel-nm`` wins, else the file header (neither known is a :class:`UserError`); the
+    file's axis order is ``axes`` or, with ``"auto"``, detected (:mod:`factory.tomo.axes`)."""
+    from factory.tomo.axes import resolve_axes, to_zyx
     from models.volume_io import read_volume
 
     if voxel_nm is not None and not (math.isfinite(voxel_nm) and voxel_nm > 0):
@@ -108,7 +112,9 @@ def load_real(path: str, voxel_nm: float | None) -> tuple[np.ndarray, float, str
     if not np.isfinite(vol).all():
         raise UserError(f"{path!r} holds NaN or infinite values", param="real")
     source = "given" if voxel_nm is not None else "file header"
-    return vol, float(voxel_nm if voxel_nm is not None else header_nm), source
+    order, axes_info = resolve_axes(vol, axes, "real_axes")
+    nm = float(voxel_nm if voxel_nm is not None else header_nm)
+    return to_zyx(vol, order), nm, source, axes_info
 
 
 def common_grid(real: np.ndarray, real_nm: float, target_nm: float) -> np.ndarray:
@@ -164,6 +170,7 @@ def fidelity_report(
     real_voxel_nm: float | None = None,
     samples: int = 8,
     max_planes: int = 32,
+    real_axes: str = "auto",
 ) -> tuple[dict, dict]:
     """Measure up to ``samples`` reconstructions of the dataset ``data`` (a Store, or a path or
     URL) against ``real_path``.
@@ -174,7 +181,7 @@ def fidelity_report(
     """
     if samples < 1:
         raise UserError(f"must be >= 1, got {samples}", param="samples")
-    real, real_nm, source = load_real(real_path, real_voxel_nm)
+    real, real_nm, source, axes_info = load_real(real_path, real_voxel_nm, real_axes)
     from factory.dataset.storage import safe_url
 
     m, recons = load_recons(data, samples)
@@ -209,6 +216,7 @@ def fidelity_report(
             "shape": list(real.shape),
             "voxel_nm": real_nm,
             "voxel_source": source,
+            "axes": axes_info,
             "resampled_shape": list(real_c.shape),
             "metrics": _public(real_p),
         },
