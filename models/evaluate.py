@@ -614,7 +614,7 @@ def evaluate_real(
     """
     import torch
 
-    from factory.tomo.axes import resolve_axes, to_zyx
+    from factory.tomo.axes import file_shape, resolve_axes, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
     from models.volume_io import input_voxel_nm
 
@@ -640,6 +640,7 @@ def evaluate_real(
     inset = float((state.get("normalization") or {}).get("fov_inset_px", 5)) / info["zoom"]
     baselines = otsu_baselines(raw, inset, fg, int(lut[0]))
     axis, planes = labelled_planes(valid, int(state["arch"]["axis"]))
+    file_axis = order.index("ZYX"[axis])  # the same axis, numbered as the file's
     methods = {"model": _method_summary(masked_scores(pred, lab, valid, ids), id_names)}
     for name, (pb, t) in baselines.items():
         methods[name] = _method_summary(masked_scores(pb, lab, valid, ids), id_names, threshold=t)
@@ -648,11 +649,12 @@ def evaluate_real(
         "labels": str(real_labels),
         "checkpoint": state.get("path"),
         **info,
+        "input_shape": file_shape(info["input_shape"], order),
         "voxel_source": source,
         "ignore": int(ignore),
         "labelled_voxels": int(valid.sum()),
         "labelled_fraction": float(valid.mean()),
-        "labelled_planes": {"axis": order.index("ZYX"[axis]), "indices": planes},
+        "labelled_planes": {"axis": file_axis, "indices": planes},
         "axes": axes_info,
         "class_map": {
             n: (None if lut[k] == UNMAPPED else int(lut[k])) for k, n in enumerate(names)
@@ -666,31 +668,15 @@ def evaluate_real(
         with open(os.path.join(out, "evaluation_real.json"), "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1)
         otsu = baselines["otsu_fov"][0]
-        planes_png(
-            raw,
-            pred,
-            otsu,
-            lab,
-            ignore,
-            axis,
-            planes,
-            os.path.join(out, "real_planes.png"),
-            file_axis=order.index("ZYX"[axis]),
-        )
+        png = os.path.join(out, "real_planes.png")
+        planes_png(raw, pred, otsu, lab, ignore, axis, planes, png, file_axis=file_axis)
     return result
 
 
 def planes_png(
-    raw,
-    pred,
-    otsu,
-    lab,
-    ignore: int,
-    axis: int,
-    planes: list[int],
-    path: str,
+    raw, pred, otsu, lab, ignore: int, axis: int, planes: list[int], path: str,
     file_axis: int | None = None,
-) -> None:
+) -> None:  # fmt: skip
     """PNG of at most 4 labelled planes (rows) along ``axis``: input, model prediction, Otsu
     (FOV) and labels (unlabelled voxels blank); class ids share one colour map. Titles name the
     axis as ``file_axis`` (the file's own index of that axis; default ``axis``)."""

@@ -345,7 +345,7 @@ def segment_file(
     """
     import torch
 
-    from factory.tomo.axes import describe, from_zyx, resolve_axes, to_zyx
+    from factory.tomo.axes import describe, file_shape, from_zyx, resolve_axes, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
     from models.volume_io import input_voxel_nm, read_volume, write_volume
 
@@ -381,6 +381,7 @@ def segment_file(
         "input": str(input_path),
         "checkpoint": state.get("path"),
         **info,
+        "input_shape": file_shape(info["input_shape"], order),
         "voxel_nm": vnm,
         "voxel_source": source,
         "labels": labels_path,

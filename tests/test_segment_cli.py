@@ -288,7 +288,7 @@ def test_a_tomogram_stored_tilt_axis_first_segments_like_the_original(
         monkeypatch, capsys, trained, stored, VOXEL_NM, tmp_path / "t.mrc", "--axes", "yzx"
     )
     assert rec["axes"] == {"given": "YZX", "axes": "YZX", "source": "given"}
-    assert "axes YZX (given)" in stdout
+    assert rec["input_shape"] == list(stored.shape) and "axes YZX (given)" in stdout
     assert seg.shape == stored.shape and np.array_equal(seg, from_zyx(native, "YZX"))
     # read as if it were (Z, Y, X): another segmentation of the same voxels
     wrong, _, _ = _segment_at(

@@ -14,6 +14,7 @@ from factory.tomo.axes import (
     ORDERS,
     describe,
     detect_axes,
+    file_shape,
     from_zyx,
     parse_axes,
     resolve_axes,
@@ -52,6 +53,7 @@ def test_views_round_trip_with_leading_channels(order):
     sizes = dict(zip("ZYX", (3, 4, 5), strict=True))
     assert stored.shape == (2, *(sizes[c] for c in order))
     assert np.array_equal(to_zyx(stored, order), zyx)
+    assert file_shape((3, 4, 5), order) == list(stored.shape[1:])
     # the file's axis named Y is the convention's Y: plane Y = 2 holds the same values
     plane = np.take(stored[0], 2, axis=order.index("Y"))
     assert np.array_equal(np.sort(plane.ravel()), np.sort(zyx[0, :, 2].ravel()))

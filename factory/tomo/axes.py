@@ -99,6 +99,11 @@ def from_zyx(volume: np.ndarray, axes: str) -> np.ndarray:
     return volume.transpose(tuple(range(lead)) + inverse)
 
 
+def file_shape(zyx_shape, axes: str) -> list[int]:
+    """The shape, in the file's order ``axes``, of a ``(Z, Y, X)`` shape."""
+    return [int(zyx_shape[CONVENTION.index(c)]) for c in axes]
+
+
 def _binned(volume: np.ndarray) -> np.ndarray:
     """Block means (float64) down to at most :data:`_MAX_SIDE` voxels per axis, robustly scaled:
     clipped at the 0.5 / 99.5 percentiles (fiducials, glass), zero mean, unit variance."""
