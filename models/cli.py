@@ -104,6 +104,9 @@ def train_cmd(
         None, "--real-labels", help="its sparse labels (−1 = unannotated)"
     ),
     real_axes: str = typer.Option("auto", "--real-axes", help="of --real: " + AXES_HELP),
+    real_voxel_nm: float | None = typer.Option(
+        None, "--real-voxel-nm", help="voxel size of --real in nm (default: its header's)"
+    ),
     endpoint_url: EndpointUrl = None,
     allow_bad_shards: bool = typer.Option(
         False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
@@ -123,7 +126,7 @@ def train_cmd(
     summary = train(
         cfg, [Store(d, endpoint_url) for d in data], Store(out, endpoint_url),
         init=None if init is None else Store(init, endpoint_url), real=real,
-        real_labels=real_labels, real_axes=real_axes, progress=True,
+        real_labels=real_labels, real_axes=real_axes, real_voxel_nm=real_voxel_nm, progress=True,
         log=lambda msg: typer.echo(msg, err=True),
         address=address, verbose=verbose,
     )  # fmt: skip
@@ -285,6 +288,8 @@ def _evaluate_real(
         typer.echo(json.dumps(result, indent=1))
         return
     methods = result["methods"]
+    if result["header_note"]:
+        typer.echo(f"{result['tomogram']}: {result['header_note']}")
     typer.echo(
         f"{result['tomogram']}: {result['labelled_voxels']} labelled voxels "
         f"({100 * result['labelled_fraction']:.2f} %), at {result['input_voxel_nm']:g} nm "

@@ -359,8 +359,8 @@ def evaluate_checkpoint(
     from factory.dataset.manifest import read_manifest
     from models.infer import (
         check_same_labels,
+        classify_at_model_scale,
         load_checkpoint,
-        predict_at_model_scale,
         predict_volume,
     )
 
@@ -380,11 +380,11 @@ def evaluate_checkpoint(
                 batch_size=batch_size, device=dev, probabilities=False, tta=tta,
             )  # fmt: skip
         # the recon fields are normalised already; only the scale may differ from the model's
-        probs, _ = predict_at_model_scale(
+        classes, _ = classify_at_model_scale(
             model, state, recon, float(data_nm), normalize=False, batch_size=batch_size,
             device=dev, tta=tta,
         )  # fmt: skip
-        return probs.argmax(0).astype(np.uint8)
+        return classes
 
     objects: list[dict] = []
     result, rows = evaluate_dataset(
@@ -526,11 +526,11 @@ def otsu_baselines(raw: np.ndarray, fov_inset: float, fg: int, bg: int) -> dict:
     return out
 
 
-def _read_real(real: str, real_labels: str, ignore: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(tomogram, labels int64, header voxel nm or None)`` of ``--real`` / ``--real-labels``."""
+def _read_real(real: str, real_labels: str, ignore: int):
+    """``(tomogram, labels int64, the tomogram's VolumeHeader)`` of ``--real`` / ``--real-labels``."""
     from models.volume_io import read_volume
 
-    raw, header_nm = read_volume(real, "real")
+    raw, header = read_volume(real, "real")
     if not np.isfinite(raw).all():
         raise UserError(f"{real!r} holds NaN or infinite values", param="real")
     lab, _ = read_volume(real_labels, "real_labels")
@@ -546,7 +546,7 @@ def _read_real(real: str, real_labels: str, ignore: int) -> tuple[np.ndarray, np
         raise UserError(
             f"every voxel of {real_labels!r} is {ignore} (unlabelled)", param="real_labels"
         )
-    return raw, lab, header_nm
+    return raw, lab, header
 
 
 def labelled_planes(valid: np.ndarray, prefer_axis: int) -> tuple[int, list[int]]:
@@ -606,7 +606,7 @@ def evaluate_real(
     ``"auto"``: :func:`factory.tomo.axes.resolve_axes`); the planes of the JSON and the PNG are
     indexed in the file's order.
 
-    The model predicts at its training voxel size (:func:`models.infer.predict_at_model_scale`;
+    The model predicts at its training voxel size (:func:`models.infer.classify_at_model_scale`;
     input voxel size from ``voxel_nm``, else the header); its argmax classes, mapped onto the
     label file's ids (:func:`parse_class_map`), and the baselines (:func:`otsu_baselines`) are
     scored on the labelled voxels only (``labels != ignore``; :func:`masked_scores`). Writes
@@ -615,7 +615,7 @@ def evaluate_real(
     import torch
 
     from factory.tomo.axes import file_shape, resolve_axes, to_zyx
-    from models.infer import load_checkpoint, predict_at_model_scale
+    from models.infer import classify_at_model_scale, load_checkpoint
     from models.volume_io import input_voxel_nm
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -623,16 +623,16 @@ def evaluate_real(
     model.to(dev)
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     lut, named = parse_class_map(class_map, names)
-    raw, lab, header_nm = _read_real(real, real_labels, ignore)
-    vnm, source = input_voxel_nm(voxel_nm, header_nm, real)
+    raw, lab, header = _read_real(real, real_labels, ignore)
+    vnm, source = input_voxel_nm(voxel_nm, header, real)
     order, axes_info = resolve_axes(raw, axes)
     raw, lab = to_zyx(raw, order), to_zyx(lab, order)
-    probs, info = predict_at_model_scale(
+    classes, info = classify_at_model_scale(
         model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
         what="`real`", tta=tta,
     )  # fmt: skip
-    pred = lut[probs.argmax(0)]
-    del probs
+    pred = lut[classes]
+    del classes
     valid = lab != ignore
     ids = sorted({int(v) for v in lut if v != UNMAPPED} | {int(v) for v in np.unique(lab[valid])})
     id_names = _class_names_of_ids(ids, lut, names, named)
@@ -651,6 +651,8 @@ def evaluate_real(
         **info,
         "input_shape": file_shape(info["input_shape"], order),
         "voxel_source": source,
+        "header_voxel_nm": list(header.voxel_nm),
+        "header_note": header.note,
         "ignore": int(ignore),
         "labelled_voxels": int(valid.sum()),
         "labelled_fraction": float(valid.mean()),

@@ -283,6 +283,132 @@ def resample(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out[0] if volume.ndim == 3 else np.stack(out)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def inference_bytes(input_shape, model_shape, num_classes: int) -> int:
+    """Rough peak bytes of :func:`classify_at_model_scale`: on the model grid the float32 volume,
+    its normalised copy, the class probabilities and the rank sort's int64 indices; on the input
+    grid a float32 copy of the tomogram and the uint8 classes."""
+    n_model = int(np.prod(model_shape, dtype=np.int64))
+    n_input = int(np.prod(input_shape, dtype=np.int64))
+    return n_model * (4 * (num_classes + 2) + 8) + n_input * 5
+
+
+def check_memory(input_shape, model_shape, num_classes: int, what: str) -> None:
+    """Raise :class:`UserError` when inference would need more memory than is available: most
+    often a wrong voxel size (a header's, or ``voxel_nm``) that blows the model's grid up."""
+    need, have = inference_bytes(input_shape, model_shape, num_classes), available_memory()
+    if have is None or need <= have:
+        return
+    gib = 2.0**30
+    raise UserError(
+        f"{what}: segmenting {tuple(input_shape)} on the model's grid {tuple(model_shape)} "
+        f"needs about {need / gib:.1f} GiB, more than the {have / gib:.1f} GiB available; "
+        f"check the voxel size (the file header's, or `voxel_nm`)"
+    )
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``i0, i1`` and weight ``w1`` of linear resampling from ``n_in`` to ``n_out``
+    samples over the same field (``align_corners`` False, as :func:`torch.nn.functional.interpolate`
+    computes them): ``out[j] = (1 − w1[j]) · in[i0[j]] + w1[j] · in[i1[j]]``."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` samples resampled by nearest neighbour from ``n_in``
+    over the same field (voxel centres)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
+
+
+def _trilinear_planes(volume: torch.Tensor, shape: tuple[int, int, int], planes: int):
+    """Yield ``(slice of output Z planes, (k, C, Y, X) tensor)``: a (C, Z', Y', X') volume
+    resampled trilinearly onto ``shape`` (as :func:`resample`), ``planes`` Z planes at a time
+    (linear along Z, then bilinear in each plane: trilinear interpolation is separable)."""
+    i0, i1, w1 = _linear_taps(volume.shape[1], shape[0])
+    for start in range(0, shape[0], planes):
+        sl = slice(start, min(start + planes, shape[0]))
+        w = torch.from_numpy(w1[sl])[None, :, None, None]
+        slab = (1 - w) * volume[:, i0[sl]] + w * volume[:, i1[sl]]  # (C, k, Y', X')
+        yield (
+            sl,
+            torch.nn.functional.interpolate(
+                slab.permute(1, 0, 2, 3), size=shape[1:], mode="bilinear", align_corners=False
+            ),
+        )
+
+
+def upsample_argmax(probs: np.ndarray, shape: tuple[int, int, int], planes: int = 8) -> np.ndarray:
+    """``argmax`` over classes of (C, Z', Y', X') probabilities resampled trilinearly onto a
+    (Z, Y, X) grid covering the same field, as :func:`resample` would, without holding the
+    resampled (C, Z, Y, X) array. Returns uint8 (Z, Y, X)."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(probs.shape[1:]) == shape:
+        return probs.argmax(0).astype(np.uint8)
+    p = torch.from_numpy(np.require(probs, dtype=np.float32, requirements=["C", "W"]))
+    out = np.empty(shape, np.uint8)
+    for sl, part in _trilinear_planes(p, shape, planes):
+        out[sl] = part.argmax(1).numpy().astype(np.uint8)
+    return out
+
+
+def upsample_instances(ids: np.ndarray, shape: tuple[int, int, int], planes: int = 8) -> np.ndarray:
+    """Instance ids (Z', Y', X') brought onto a finer (Z, Y, X) grid of the same field: the
+    objects' union is the trilinearly resampled mask above 0.5 (smooth surfaces, not a
+    staircase of the coarse voxels), each of its voxels taking the id of the nearest coarse
+    voxel, or of an object within one coarse voxel of it where that one is outside. int32."""
+    from scipy import ndimage as ndi
+
+    shape = tuple(int(s) for s in shape)
+    if tuple(ids.shape) == shape:
+        return ids.astype(np.int32)
+    near = np.where(ids > 0, ids, ndi.maximum_filter(ids, size=3)).astype(np.int32)
+    zi, yi, xi = (nearest_index(n, m) for n, m in zip(ids.shape, shape, strict=True))
+    near = near[:, yi][:, :, xi]  # in-plane nearest first: (Z', Y, X)
+    mask = torch.from_numpy((ids > 0).astype(np.float32))[None]
+    out = np.empty(shape, np.int32)
+    for sl, part in _trilinear_planes(mask, shape, planes):
+        out[sl] = np.where(part[:, 0].numpy() > 0.5, near[zi[sl]], 0)
+    return out
+
+
+def resample_labels(labels: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Sparse labels (Z, Y, X; ids ≥ 0, −1 = unannotated) on a (Z', Y', X') grid of the same
+    field: each new voxel takes the id that covers most of its footprint among the annotated
+    voxels (area averaging, :func:`torch.nn.functional.adaptive_avg_pool3d`), −1 where its
+    footprint holds none. Unlike nearest-neighbour or trilinear sampling, which read one or two
+    input planes per output plane, it keeps every annotated plane when the grid gets coarser.
+    Returns int64."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(labels.shape) == shape:
+        return labels.astype(np.int64)
+
+    def area(mask: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(mask.astype(np.float32))[None, None]
+        return torch.nn.functional.adaptive_avg_pool3d(t, shape)[0, 0]
+
+    best = torch.zeros(shape)
+    out = torch.full(shape, -1, dtype=torch.int64)
+    for k in np.unique(labels[labels >= 0]):
+        frac = area(labels == k)
+        better = frac > best
+        out[better], best[better] = int(k), frac[better]
+    return out.numpy()
+
+
 def model_grid(shape: tuple[int, int, int], input_nm: float, model_nm: float | None):
     """``(shape at the model's voxel size, zoom)``: the grid of the same field at the training
     voxel size ``model_nm`` (nm) for a (Z, Y, X) volume of voxel size ``input_nm`` (nm);
@@ -426,19 +552,18 @@ def predict_at_model_scale(
     what: str = "`input_path`",
     tta: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm), computed
-    at the model's training voxel size (``state["dataset"]["voxel_nm"]``).
+    """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm) on the
+    model's grid: the same field at the training voxel size (``state["dataset"]["voxel_nm"]``).
 
-    The volume is resampled trilinearly onto the model's grid, normalised there as in training
-    (:func:`normalize_volume`, inset in model voxels; skipped with ``normalize=False`` for an
-    already normalised volume), predicted (:func:`predict_volume`, with ``tta`` its flip
-    test-time augmentation), and the probabilities are
-    resampled trilinearly back onto the input grid, so that ``argmax`` of the result is the
-    predicted class of each input voxel.
+    The volume is resampled trilinearly onto the model's grid (:func:`model_grid`), normalised
+    there as in training (:func:`normalize_volume`, inset in model voxels; skipped with
+    ``normalize=False`` for an already normalised volume) and predicted (:func:`predict_volume`,
+    with ``tta`` its flip test-time augmentation).
 
     Returns
     -------
-    probs : ndarray, shape (C, Z, Y, X), float32
+    probs : ndarray, shape (C, Z', Y', X'), float32
+        On the model's grid (``info["model_shape"]``).
     info : dict
         ``input_voxel_nm``, ``model_voxel_nm`` (None if unrecorded), ``zoom`` (input / model
         voxel size), ``input_shape``, ``model_shape``.
@@ -450,6 +575,7 @@ def predict_at_model_scale(
     check_window(
         grid, axis, window, what + (f" at the model's {model_nm:g} nm" if zoom != 1 else "")
     )
+    check_memory(raw.shape, grid, len(state["labels"]["classes"]), what)
     vol = resample(raw, grid)
     if normalize:
         vol = normalize_volume(vol, {**(state.get("normalization") or {}), "fov": fov})
@@ -457,8 +583,6 @@ def predict_at_model_scale(
         model, vol, axis=axis, window=window, batch_size=batch_size, device=device,
         progress=progress, tta=tta,
     )  # fmt: skip
-    del vol
-    probs = resample(probs, raw.shape)
     info = {
         "input_voxel_nm": float(input_nm),
         "model_voxel_nm": None if not model_nm else float(model_nm),
@@ -467,6 +591,17 @@ def predict_at_model_scale(
         "model_shape": list(grid),
     }
     return probs, info
+
+
+def classify_at_model_scale(
+    model: torch.nn.Module, state: dict, raw: np.ndarray, input_nm: float, **kwargs
+) -> tuple[np.ndarray, dict]:
+    """The predicted class (uint8, (Z, Y, X)) of each voxel of a raw tomogram: the class
+    probabilities of :func:`predict_at_model_scale` (same arguments) resampled trilinearly back
+    onto the input grid and their ``argmax`` taken there (:func:`upsample_argmax`, a few planes
+    at a time: the input-grid probabilities, C times the input's size, are never held)."""
+    probs, info = predict_at_model_scale(model, state, raw, input_nm, **kwargs)
+    return upsample_argmax(probs, raw.shape), info
 
 
 @torch.no_grad()

@@ -1008,16 +1008,27 @@ def _draw_progress(worker, events, total: int | None, log) -> int:
 
 
 def _load_real(
-    path: str, labels_path: str, cfg, normalization: dict, num_classes: int, axes: str = "auto"
+    path: str,
+    labels_path: str,
+    cfg,
+    normalization: dict,
+    num_classes: int,
+    axes: str = "auto",
+    voxel_nm: float | None = None,
+    data_nm: float | None = None,
 ):
     """The few-shot real tomogram, normalised, and its labels, both in (Z, Y, X) order (``axes``:
-    the files' order, or ``"auto"``, :func:`factory.tomo.axes.resolve_axes`)."""
+    the files' order, or ``"auto"``, :func:`factory.tomo.axes.resolve_axes`), on the training
+    data's grid, and a record of the scale: with the data's voxel size ``data_nm`` known, the
+    tomogram's (``voxel_nm``, else its header's; neither: :class:`UserError`) sets the zoom, the
+    volume is resampled trilinearly and the labels by :func:`models.infer.resample_labels`, so
+    that the network is fine-tuned at the scale it segments at."""
     from factory.tomo.axes import resolve_axes, to_zyx
     from models.data import check_window
-    from models.infer import normalize_volume
-    from models.volume_io import read_volume
+    from models.infer import model_grid, normalize_volume, resample, resample_labels
+    from models.volume_io import input_voxel_nm, read_volume
 
-    vol, _ = read_volume(path, "real")
+    vol, header = read_volume(path, "real")
     lab, _ = read_volume(labels_path, "real_labels")
     if lab.shape != vol.shape:
         raise UserError(f"shape {lab.shape} differs from `real`'s {vol.shape}", param="real_labels")
@@ -1032,8 +1043,16 @@ def _load_real(
             f"value {int(lab[bad][0])} outside [-1, {num_classes}) (−1 = unannotated)",
             param="real_labels",
         )
+    scale = {"voxel_nm": None, "voxel_source": None, "zoom": 1.0, "shape": list(vol.shape)}
+    if data_nm:
+        nm, source = input_voxel_nm(voxel_nm, header, path, "real_voxel_nm")
+        grid, zoom = model_grid(vol.shape, nm, data_nm)
+        vol, lab = resample(vol, grid), resample_labels(lab, grid)
+        scale = {"voxel_nm": nm, "voxel_source": source, "zoom": zoom, "shape": list(grid)}
     check_window(vol.shape, cfg.axis, cfg.window, "`real`")
-    return normalize_volume(vol, normalization), lab.astype(np.int8)
+    if not (lab >= 0).any():
+        raise UserError("no annotated voxel left on the training grid", param="real_labels")
+    return normalize_volume(vol, normalization), lab.astype(np.int8), scale
 
 
 def _data_splits(m: TrainingData, cfg) -> tuple[list[ShardRecord], list[ShardRecord], list | None]:
@@ -1084,6 +1103,7 @@ def plan_job(
     real: str | None = None,
     real_labels: str | None = None,
     real_axes: str = "auto",
+    real_voxel_nm: float | None = None,
 ) -> TrainJob:
     """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`) read from ``data``, written
     to ``run_dir`` (``real``, ``real_labels``: local paths already absolute)."""
@@ -1101,7 +1121,11 @@ def plan_job(
             raise UserError("`real` and `real_labels` must be given together")
         if cfg.real_ratio <= 0:
             raise UserError("must be > 0 when `real` is given", param="real_ratio")
-        real_arrays = _load_real(real, real_labels, cfg, norm, len(names), real_axes)
+        data_nm = (m.config.get("grid") or {}).get("voxel_nm")
+        vol_r, lab_r, real_scale = _load_real(
+            real, real_labels, cfg, norm, len(names), real_axes, real_voxel_nm, data_nm
+        )
+        real_arrays = (vol_r, lab_r)
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s.nsamples for s in train_shards)
     steps_per_epoch = cfg.steps_per_epoch or max(
@@ -1122,7 +1146,9 @@ def plan_job(
         "normalization": norm,
         "train_config": cfg.model_dump(),
         "init": init_meta,
-        "real": None if real is None else {"volume": str(real), "labels": str(real_labels)},
+        "real": None
+        if real is None
+        else {"volume": str(real), "labels": str(real_labels), **real_scale},
     }
     return TrainJob(
         cfg=cfg, data=data, fields=m.fields,
@@ -1175,6 +1201,7 @@ def train(
     real: str | None = None,
     real_labels: str | None = None,
     real_axes: str = "auto",
+    real_voxel_nm: float | None = None,
     progress: bool = False,
     log=print,
     address: str | None = None,
@@ -1202,7 +1229,7 @@ def train(
     m = read_datasets(stores)
     job = plan_job(
         cfg, m, stores[0], run_dir, init=init, real=real, real_labels=real_labels,
-        real_axes=real_axes,
+        real_axes=real_axes, real_voxel_nm=real_voxel_nm,
     )  # fmt: skip
     created = _open_run_dir(run_dir, job.cfg, m, log)
     started = start_ray(

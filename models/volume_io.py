@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +18,34 @@ from factory.errors import UserError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
+# A header voxel size below this is not a soft X-ray tomogram's (zone plates resolve ~10 nm); IMOD
+# and other tools write 1 Å when the size is unknown.
+MIN_HEADER_VOXEL_NM = 1.0
+# relative difference between axes' voxel sizes taken as float noise in a header, not anisotropy
+ANISOTROPY_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a file records about its grid.
+
+    Attributes
+    ----------
+    voxel_nm : tuple of 3 (float or None)
+        Voxel size in nm along the file's axes as stored (sections, rows, columns: MRC z, y, x),
+        None where the file records none.
+    note : str or None
+        Set when the header does not follow its format's standard and was read leniently (an
+        MRC file without the ``MAP`` identifier or machine stamp, as older writers leave them).
+    """
+
+    voxel_nm: tuple[float | None, float | None, float | None] = (None, None, None)
+    note: str | None = None
+
+    @property
+    def recorded(self) -> list[float]:
+        """The recorded voxel sizes (nm), in file order."""
+        return [float(v) for v in self.voxel_nm if v]
 
 
 def _suffix(path: str) -> str:
@@ -73,58 +102,97 @@ def _unit_nm(unit) -> float | None:
     return _UNIT_NM.get(unit.strip().lower())
 
 
-def tiff_voxel_nm(tif) -> float | None:
-    """Voxel size (nm) recorded in an open :class:`tifffile.TiffFile`, or None.
+def _tiff_resolution_nm(page, unit_nm: float | None) -> tuple[float | None, float | None]:
+    """``(Y, X)`` pixel size in nm from a TIFF page's resolution tags (pixels per unit), None
+    where unrecorded (tifffile reports an absent tag as 1 pixel per unit)."""
+    try:
+        res_x, res_y = (float(r) for r in page.resolution)
+        res_unit = int(page.resolutionunit)
+    except (AttributeError, TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None, None
+    scale = unit_nm if unit_nm is not None else _RESUNIT_NM.get(res_unit)
+    if scale is None:
+        return None, None
+    return tuple(scale / r if r > 0 and r != 1.0 else None for r in (res_y, res_x))
 
-    The in-plane pixel size comes from the X resolution tag (pixels per unit) with the unit of
-    the ImageJ or tifffile metadata (``unit``: um, nm, ...) or of the ResolutionUnit tag (inch,
-    cm); else the ImageJ/tifffile ``spacing`` (the Z step) is used. Volumes are taken as
-    isotropic.
+
+def tiff_voxel_sizes(tif) -> tuple[float | None, float | None, float | None]:
+    """Voxel size (nm) along (pages, rows, columns) recorded in an open
+    :class:`tifffile.TiffFile`, None where unrecorded.
+
+    Rows and columns come from the Y and X resolution tags (pixels per unit) with the unit of the
+    ImageJ or tifffile metadata (``unit``: um, nm, ...) or of the ResolutionUnit tag (inch, cm);
+    pages from the ImageJ/tifffile ``spacing`` (the Z step, in ``unit``). A file that records
+    only one of them is taken as cubic.
     """
     meta = tif.imagej_metadata or (tif.shaped_metadata or [None])[0] or {}
     unit_nm = _unit_nm(meta.get("unit"))
-    page = tif.pages[0]
-    try:
-        res_x = float(page.resolution[0])
-        res_unit = int(page.resolutionunit)
-    except (AttributeError, TypeError, ValueError, IndexError, ZeroDivisionError):
-        res_x, res_unit = 0.0, 1
-    scale = unit_nm if unit_nm is not None else _RESUNIT_NM.get(res_unit)
-    if scale is not None and res_x > 0 and res_x != 1.0:
-        return scale / res_x
+    y, x = _tiff_resolution_nm(tif.pages[0], unit_nm)
     spacing = meta.get("spacing")
+    z = None
     if unit_nm is not None and isinstance(spacing, (int, float)) and spacing > 0:
-        return float(spacing) * unit_nm
-    return None
+        z = float(spacing) * unit_nm
+    return z, y, x
 
 
-def _read_tiff(path: str) -> tuple[np.ndarray, float | None]:
+def _read_tiff(path: str) -> tuple[np.ndarray, VolumeHeader]:
     import tifffile
 
     with _quiet_logger("tifffile") as messages:
         with tifffile.TiffFile(path) as tif:
             vol = tif.asarray()
-            voxel_nm = tiff_voxel_nm(tif)
+            sizes = tiff_voxel_sizes(tif)
     damage = [m for m in messages if any(k in m.lower() for k in _TIFF_DAMAGE)]
     if damage:
         raise ValueError(f"truncated or corrupt TIFF: {damage[0].split('> ')[-1]}")
-    return vol, voxel_nm
+    return vol, VolumeHeader(sizes)
 
 
-def _read_mrc(path: str) -> tuple[np.ndarray, float | None]:
+# what a strict read refuses that IMOD, ImageJ and Chimera read anyway: the MRC2000 stamps, which
+# older writers (and some current ones) leave blank
+_LENIENT_MRC = ("map id", "machine stamp")
+
+
+def _mrc_voxel_nm(mrc) -> tuple[float | None, float | None, float | None]:
+    vs = mrc.voxel_size  # Å along x, y, z (cella / mx, my, mz)
+    return tuple(float(v) / 10.0 if v > 0 else None for v in (vs.z, vs.y, vs.x))
+
+
+def _open_mrc(path: str, permissive: bool) -> tuple[np.ndarray | None, tuple]:
     import mrcfile
 
+    with mrcfile.open(path, mode="r", permissive=permissive) as mrc:
+        data = None if mrc.data is None else np.asarray(mrc.data)  # read-only
+        return data, _mrc_voxel_nm(mrc)
+
+
+def _read_mrc(path: str) -> tuple[np.ndarray, VolumeHeader]:
+    """Strict read (mrcfile raises what it would warn about); a file refused only for its MAP
+    identifier or machine stamp is read leniently, when its data block has exactly the size its
+    header gives, and the header's :attr:`VolumeHeader.note` says so."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # permissive=False raises what it would warn about
-        with mrcfile.open(path, mode="r", permissive=False) as mrc:
-            if mrc.data is None:
-                raise ValueError("no data block")
-            vol = np.asarray(mrc.data)  # read-only; consumers copy or np.require
-            vs = float(mrc.voxel_size.x)
-    return vol, (vs / 10.0 if vs > 0 else None)  # header in Å
+        warnings.simplefilter("ignore")
+        try:
+            vol, sizes = _open_mrc(path, permissive=False)
+            note = None
+        except ValueError as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            if not any(k in reason.lower() for k in _LENIENT_MRC):
+                raise
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                vol, sizes = _open_mrc(path, permissive=True)
+            others = [str(w.message) for w in caught]
+            others = [m for m in others if not any(k in m.lower() for k in _LENIENT_MRC)]
+            if vol is None or others:
+                raise ValueError(f"{reason}; {others[0] if others else 'no data block'}") from None
+            note = f"MRC header read leniently ({reason})"
+    if vol is None:
+        raise ValueError("no data block")
+    return vol, VolumeHeader(sizes, note)
 
 
-def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | None]:
+def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, VolumeHeader]:
     """Read a tomogram or a label volume.
 
     Parameters
@@ -139,9 +207,9 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | Non
     -------
     volume : ndarray, shape (Z, Y, X)
         As stored (integer or float dtype).
-    voxel_nm : float or None
-        Voxel size in nm from the header (MRC: Å / 10; TIFF: :func:`tiff_voxel_nm`), None if
-        the file records none.
+    header : VolumeHeader
+        Voxel sizes in nm along the file's axes (MRC: Å / 10; TIFF: :func:`tiff_voxel_sizes`;
+        NPY: none) and a note when an MRC header was read leniently.
 
     Raises
     ------
@@ -155,7 +223,7 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | Non
         raise UserError(f"no such file {path!r}", param=param)
     suf = _suffix(path)
     readers = {**dict.fromkeys(MRC_SUFFIXES, _read_mrc), **dict.fromkeys(TIFF_SUFFIXES, _read_tiff)}
-    readers[".npy"] = lambda p: (np.load(p, allow_pickle=False), None)
+    readers[".npy"] = lambda p: (np.load(p, allow_pickle=False), VolumeHeader())
     if suf not in readers:
         raise UserError(
             f"unsupported file type {suf!r} of {path!r} "
@@ -163,7 +231,7 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | Non
             param=param,
         )
     try:
-        vol, voxel_nm = readers[suf](path)
+        vol, header = readers[suf](path)
     except Exception as err:  # noqa: BLE001 - readers raise many kinds
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
@@ -173,20 +241,45 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, float | Non
         raise UserError(f"expected a 3D volume, got shape {vol.shape} in {path!r}", param=param)
     if vol.dtype.kind not in "uif":
         raise UserError(f"unsupported dtype {vol.dtype} in {path!r}", param=param)
-    return vol, voxel_nm
+    return vol, header
 
 
-def input_voxel_nm(given: float | None, header: float | None, path: str) -> tuple[float, str]:
-    """``(voxel size in nm, where it came from: "given" or "file header")``: ``given`` if not None,
-    else the file header's; raises :class:`UserError` (one line, asking for ``voxel_nm``) when
-    neither is known."""
+def input_voxel_nm(
+    given: float | None, header: VolumeHeader, path: str, param: str = "voxel_nm"
+) -> tuple[float, str]:
+    """``(voxel size in nm, where it came from: "given" or "file header")``.
+
+    ``given`` (the ``param`` option) wins. Else the header's, which must be recorded, cubic
+    (axes within :data:`ANISOTROPY_TOLERANCE`; the pipeline resamples and measures with one
+    size) and at least :data:`MIN_HEADER_VOXEL_NM` (1 Å is what IMOD writes for "unknown").
+    Anything else is a :class:`UserError` of one line that asks for ``param``.
+    """
     if given is not None:
-        if not given > 0:
-            raise UserError(f"must be > 0, got {given}", param="voxel_nm")
+        if not (np.isfinite(given) and given > 0):
+            raise UserError(f"must be a positive number of nm, got {given}", param=param)
         return float(given), "given"
-    if header:
-        return float(header), "file header"
-    raise UserError(f"{path!r} records no voxel size; pass `voxel_nm` NM", param="voxel_nm")
+    sizes = header.recorded
+    if not sizes:
+        raise UserError(f"{path!r} records no voxel size; pass `{param}` NM", param=param)
+    small = min(sizes)
+    if small < MIN_HEADER_VOXEL_NM:
+        unset = (
+            " (1 Å: what IMOD and others write when the size is unknown)" if small == 0.1 else ""
+        )
+        raise UserError(
+            f"{path!r} records a voxel size of {small:g} nm{unset}, not a soft X-ray "
+            f"tomogram's; pass `{param}` NM",
+            param=param,
+        )
+    if max(sizes) > small * (1 + ANISOTROPY_TOLERANCE):
+        shown = " × ".join("?" if not v else f"{v:g}" for v in header.voxel_nm)
+        raise UserError(
+            f"{path!r} records voxel sizes that differ between axes ({shown} nm, file order); "
+            f"anisotropic voxels are not supported: resample it to cubic voxels, or pass "
+            f"`{param}` NM to take one size for all axes",
+            param=param,
+        )
+    return sizes[-1], "file header"
 
 
 def write_volume(path: str, volume: np.ndarray, voxel_nm: float | None = None) -> None:

@@ -282,7 +282,7 @@ def test_postprocess_nests_fills_splits_and_measures():
     probs[1][vac | speck_in] = 0.0
     vnm = 60.0  # cells: minimum radius 500 nm = 8.3 voxels; vacuoles: 120 nm = 2 voxels
     post = {"vacuole": ClassPost(fill=True, open_radius=0, min_radius_nm=120.0)}
-    labels, objects, recs = postprocess(probs, names, vnm, sigma=0.0, overrides=post)
+    labels, objects, recs = postprocess(probs.argmax(0), names, vnm, sigma=0.0, overrides=post)
     kinds = [r["class"] for r in recs]
     assert kinds.count("cytoplasm") == 2  # the touching cells are split
     assert kinds.count("vacuole") == 1  # both specks are gone
@@ -322,7 +322,8 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
     code, stdout, err = run(
         monkeypatch, capsys, "train", "--data", str(small_dataset), "--out", run_url,
         "--endpoint-url", s3_endpoint, "--init", str(trained), "--real", str(tmp_path / "real.tif"),
-        "--real-labels", str(tmp_path / "real_labels.tif"), "--set", "real_ratio=0.5",
+        "--real-labels", str(tmp_path / "real_labels.tif"), "--real-voxel-nm", "60",
+        "--set", "real_ratio=0.5",
         "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "4", "--set", "val_slices=0",
     )  # fmt: skip
     assert code == 0, err
@@ -334,6 +335,7 @@ def test_few_shot_fine_tunes_on_sparse_real_labels_into_s3(
     assert state["init"]["step"] == 24  # started from the synthetic run's checkpoint
     assert state["arch"]["features"] == 4  # architecture taken from --init
     assert state["real"]["labels"].endswith("real_labels.tif")
+    assert state["real"]["zoom"] == 1.0 and state["real"]["voxel_source"] == "given"
     assert state["step"] == 4
     # the checkpoint on S3 evaluates
     code, stdout, err = run(
@@ -585,9 +587,51 @@ def test_few_shot_real_data_in_another_axis_order_loads_as_zyx(small_dataset, tm
         tifffile.imwrite(paths[order][0], np.ascontiguousarray(from_zyx(vol, order)))
         tifffile.imwrite(paths[order][1], np.ascontiguousarray(from_zyx(lab, order)))
     k = int(s["labels"].max()) + 1
-    ref_vol, ref_lab = _load_real(*paths["ZYX"], cfg, norm, k, "ZYX")
-    got_vol, got_lab = _load_real(*paths["YZX"], cfg, norm, k, "YZX")
+    ref_vol, ref_lab, _ = _load_real(*paths["ZYX"], cfg, norm, k, "ZYX")
+    got_vol, got_lab, _ = _load_real(*paths["YZX"], cfg, norm, k, "YZX")
     assert np.array_equal(got_vol, ref_vol) and np.array_equal(got_lab, ref_lab)
     with pytest.raises(UserError) as e:
         _load_real(*paths["YZX"], cfg, norm, k, "YZ")
     assert e.value.param == "real_axes"
+
+
+def test_few_shot_real_data_at_another_voxel_size_is_brought_to_the_data_grid(
+    small_dataset, tmp_path
+):
+    """`train --real-voxel-nm` (else the header): a real tomogram at 30 nm for 60 nm training data
+    is fine-tuned on at 60 nm, its two annotated planes kept; without a voxel size: exit 2."""
+    from scipy import ndimage as ndi
+
+    from factory.errors import UserError
+    from models.config import parse_train_config
+    from models.train import _load_real
+
+    s = split_samples(small_dataset, "test")[0]
+    fine = ndi.zoom(
+        0.3 + 0.05 * s["recon"].astype(np.float32), 2.0, order=1, grid_mode=True, mode="nearest"
+    )
+    truth = ndi.zoom(s["labels"].astype(np.int16), 2.0, order=0, grid_mode=True, mode="nearest")
+    lab = np.full(fine.shape, -1, np.int16)
+    lab[:, 21], lab[:, 42] = truth[:, 21], truth[:, 42]  # an odd and an even plane
+    paths = (str(tmp_path / "fine.tif"), str(tmp_path / "fine_labels.tif"))
+    um = 0.03
+    tifffile.imwrite(paths[0], fine, resolution=(1 / um, 1 / um),
+                     metadata={"spacing": um, "unit": "um", "axes": "ZYX"}, imagej=True)  # fmt: skip
+    tifffile.imwrite(paths[1], lab)
+    cfg = parse_train_config(None, sets=["window=3"])
+    norm = {"method": "quantile", "fov_inset_px": 2}
+    k = int(s["labels"].max()) + 1
+    vol, got, scale = _load_real(*paths, cfg, norm, k, "ZYX", None, 60.0)
+    assert vol.shape == got.shape == (32, 32, 32)
+    assert scale["voxel_nm"] == pytest.approx(30.0) and scale["voxel_source"] == "file header"
+    assert scale["zoom"] == pytest.approx(0.5) and scale["shape"] == [32, 32, 32]
+    assert sorted(np.flatnonzero((got >= 0).any(axis=(0, 2)))) == [10, 21]  # both planes kept
+    for plane in (10, 21):
+        agree = np.mean(got[:, plane] == s["labels"][:, plane])
+        assert agree > 0.85, (plane, agree)
+    _, _, given = _load_real(*paths, cfg, norm, k, "ZYX", 60.0, 60.0)  # the flag wins: no zoom
+    assert given["zoom"] == 1.0 and given["voxel_source"] == "given"
+    tifffile.imwrite(paths[0], fine)  # no voxel size recorded
+    with pytest.raises(UserError) as e:
+        _load_real(*paths, cfg, norm, k, "ZYX", None, 60.0)
+    assert e.value.param == "real_voxel_nm" and "records no voxel size" in e.value.message

@@ -59,7 +59,7 @@ def _evaluate(monkeypatch, capsys, run_dir, tomo, labels, *extra):
 
 
 def test_real_scores_use_only_the_labelled_voxels(monkeypatch, capsys, run_dir, real, tmp_path):
-    from models.infer import load_checkpoint, predict_at_model_scale
+    from models.infer import classify_at_model_scale, load_checkpoint
 
     tomo, labels, lac, truth, sparse = real
     out = tmp_path / "eval"
@@ -75,8 +75,8 @@ def test_real_scores_use_only_the_labelled_voxels(monkeypatch, capsys, run_dir, 
     assert all(v == 1 for k, v in res["class_map"].items() if k != "background")
     # the model's scores, recomputed here on the labelled voxels only
     model, state = load_checkpoint(str(run_dir))
-    probs, _ = predict_at_model_scale(model, state, lac, 60.0)
-    pred = (probs.argmax(0) > 0).astype(np.int64)
+    classes, _ = classify_at_model_scale(model, state, lac, 60.0)
+    pred = (classes > 0).astype(np.int64)
     for k, name in ((0, "background"), (1, "cell")):
         got = res["methods"]["model"]["per_class"][name]
         iou, dice = _scores(pred, sparse, valid, k)

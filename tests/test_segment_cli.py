@@ -95,7 +95,7 @@ def test_postprocess_never_turns_argmax_background_into_cell():
     probs = np.full((4, 24, 24, 24), 0.2, np.float32)
     probs[0] = 0.4  # an unsure network: background wins the argmax with p = 0.4 < 0.5
     probs[:, 6:18, 6:18, 6:18] = np.array([0.1, 0.7, 0.1, 0.1])[:, None, None, None]
-    labels, _, recs = postprocess(probs, names, 200.0)  # cells: min radius 2.5 voxels
+    labels, _, recs = postprocess(probs.argmax(0), names, 200.0)  # cells: min radius 2.5 vox
     assert (labels[probs.argmax(0) == 0] == 0).all()
     assert (labels[8:16, 8:16, 8:16] == 1).all()
     assert [r["class"] for r in recs] == ["cytoplasm"]
@@ -157,8 +157,8 @@ def _bad_inputs(tmp_path, vol):
     write_mrc(tmp_path / "trunc.mrc", vol, VOXEL_NM)
     write_mrc(tmp_path / "header.mrc", vol, VOXEL_NM)
     raw = bytearray((tmp_path / "header.mrc").read_bytes())
-    raw[208:212] = b"JUNK"  # the MAP identifier
-    (tmp_path / "header.mrc").write_bytes(bytes(raw))
+    raw[208:212] = b"JUNK"  # the MAP identifier, and a short data block: not read leniently
+    (tmp_path / "header.mrc").write_bytes(bytes(raw[:-100]))
     tifffile.imwrite(tmp_path / "plane.tif", vol[0])
     return {
         "ij.tif": (_truncate(tmp_path / "ij.tif"), "truncated or corrupt"),
@@ -244,6 +244,7 @@ def test_a_rescaled_tomogram_segments_like_the_native_one(
     assert seg.shape == scaled.shape
     assert rec["input_voxel_nm"] == pytest.approx(nm) and rec["model_voxel_nm"] == VOXEL_NM
     assert rec["zoom"] == pytest.approx(1 / factor) and rec["model_shape"] == [32, 32, 32]
+    assert rec["postprocess"]["grid"] == ("model" if factor > 1 else "input")  # the coarser
     assert f"model {VOXEL_NM:g} nm" in stdout
     zoom = [s / t for s, t in zip(scaled.shape, truth.shape, strict=True)]
     truth_s = ndi.zoom(truth, zoom, order=0, grid_mode=True, mode="nearest")
@@ -269,6 +270,83 @@ def test_a_rescaled_tomogram_segments_like_the_native_one(
         # (At x2 the tiny model's cell-vs-void call is mostly an intensity threshold, so skipping
         # the resampling costs it little, more or less by machine: 0.759 against 0.758 on one.)
         assert iou_wrong < iou_scaled - 0.05
+
+
+def test_a_finer_tomogram_is_cleaned_on_the_model_grid_alike_in_any_axis_order(
+    monkeypatch, capsys, trained, sample, tmp_path
+):
+    from factory.tomo.axes import from_zyx
+    from models.segment import segment_file
+
+    lac = 0.3 + 0.05 * sample[0]
+    fine = ndi.zoom(lac, 2.0, order=1, grid_mode=True, mode="nearest")  # 64³ at 30 nm
+    seg, rec, _ = _segment_at(monkeypatch, capsys, trained, fine, VOXEL_NM / 2, tmp_path / "f.mrc")
+    assert rec["postprocess"]["grid"] == "model" and rec["zoom"] == 0.5
+    # its peer, cleaned on the input grid (what segment did before): the same cells
+    src = write_mrc(tmp_path / "p.mrc", fine, VOXEL_NM / 2)
+    peer = segment_file(str(trained), src, str(tmp_path / "p.tif"), post_grid="input", log=print)
+    assert peer["postprocess"]["grid"] == "input"
+    assert iou(seg > 0, tifffile.imread(tmp_path / "p.tif") > 0) > 0.9
+    # stored tilt axis first: the same labels, in the file's order
+    stored = from_zyx(fine, "YZX")
+    seg_t, rec_t, _ = _segment_at(
+        monkeypatch, capsys, trained, stored, VOXEL_NM / 2, tmp_path / "t.mrc", "--axes", "YZX"
+    )
+    assert rec_t["postprocess"]["grid"] == "model" and seg_t.shape == stored.shape
+    assert np.mean(seg_t == from_zyx(seg, "YZX")) > 0.999
+
+
+# --- real files' headers ------------------------------------------------------------------------
+
+
+def test_a_header_without_mrc2000_stamps_is_read_and_noted(
+    monkeypatch, capsys, undertrained, sample, tmp_path
+):
+    src = write_mrc(tmp_path / "old.mrc", sample[0], VOXEL_NM)
+    raw = bytearray(open(src, "rb").read())
+    raw[208:216] = b"\0" * 8  # MAP identifier and machine stamp blank, as older writers leave them
+    open(src, "wb").write(bytes(raw))
+    out = tmp_path / "old_seg.tif"
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "segment", src, "--model", str(undertrained), "--out", str(out)
+    )
+    assert code == 0, err
+    record = json.loads((tmp_path / "old_seg.json").read_text())
+    assert "read leniently" in record["header_note"] and "read leniently" in stdout
+    assert record["header_voxel_nm"] == [VOXEL_NM] * 3 and record["voxel_nm"] == VOXEL_NM
+
+
+@pytest.mark.parametrize(
+    ("voxel_a", "message"),
+    [(1.0, "0.1 nm (1 Å: what IMOD"), ((600.0, 600.0, 1200.0), "anisotropic voxels")],
+)
+def test_header_voxel_sizes_it_cannot_use_exit_2_asking_for_voxel_nm(
+    monkeypatch, capsys, undertrained, sample, tmp_path, voxel_a, message
+):
+    src = str(tmp_path / "h.mrc")
+    with mrcfile.new(src, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(sample[0], np.float32))
+        mrc.voxel_size = voxel_a
+    args = ["segment", src, "--model", str(undertrained), "--out", str(tmp_path / "h_seg.tif")]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    line = error_line(err)
+    assert code == 2 and message in line and "pass --voxel-nm NM" in line and src in line
+    assert not (tmp_path / "h_seg.tif").exists()
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--voxel-nm", "60")
+    assert code == 0, err
+
+
+def test_a_voxel_size_that_blows_the_model_grid_up_exits_2_before_allocating(
+    monkeypatch, capsys, undertrained, sample, tmp_path
+):
+    src = write_mrc(tmp_path / "v.mrc", sample[0], VOXEL_NM)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "segment", src, "--model", str(undertrained), "--out",
+        str(tmp_path / "v_seg.tif"), "--voxel-nm", "600000",
+    )  # fmt: skip
+    line = error_line(err)  # 32³ at 600 µm is 320000³ voxels at the model's 60 nm
+    assert code == 2 and "more than the" in line and "check the voxel size" in line, line
+    assert "--voxel-nm" in line
 
 
 # --- the file's axis order (IMOD writes the tilt axis first until `trimvol -rx`) ---------------

@@ -99,21 +99,13 @@ def load_real(
     ``--real-voxel-nm`` wins, else the file header (neither known is a :class:`UserError`); the
     file's axis order is ``axes`` or, with ``"auto"``, detected (:mod:`factory.tomo.axes`)."""
     from factory.tomo.axes import resolve_axes, to_zyx
-    from models.volume_io import read_volume
+    from models.volume_io import input_voxel_nm, read_volume
 
-    if voxel_nm is not None and not (math.isfinite(voxel_nm) and voxel_nm > 0):
-        raise UserError(f"must be a positive number of nm, got {voxel_nm}", param="real_voxel_nm")
-    vol, header_nm = read_volume(path, "real")
-    if voxel_nm is None and not header_nm:
-        raise UserError(
-            f"{path!r} has no voxel size in its header; give it with `real_voxel_nm` NM",
-            param="real",
-        )
+    vol, header = read_volume(path, "real")
+    nm, source = input_voxel_nm(voxel_nm, header, path, "real_voxel_nm")
     if not np.isfinite(vol).all():
         raise UserError(f"{path!r} holds NaN or infinite values", param="real")
-    source = "given" if voxel_nm is not None else "file header"
     order, axes_info = resolve_axes(vol, axes, "real_axes")
-    nm = float(voxel_nm if voxel_nm is not None else header_nm)
     return to_zyx(vol, order), nm, source, axes_info
 
 
