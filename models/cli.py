@@ -8,6 +8,7 @@ import typer
 
 from factory.cli_options import AXES_HELP, EndpointUrl, Verbose
 from factory.errors import UserError
+from models.polarity import POLARITY_HELP
 
 
 def _load_config_file(path: str | None) -> dict:
@@ -179,6 +180,7 @@ def evaluate_cmd(
         False, "--tta", help="average the four flips of the slicing plane (4× the time)"
     ),
     axes: str = typer.Option("auto", "--axes", help="of --real: " + AXES_HELP),
+    polarity: str = typer.Option("as-is", "--polarity", help="of --real: " + POLARITY_HELP),
 ) -> None:
     """Per-class IoU and Dice: over every slice of a dataset split (--data), or on the
     labelled voxels of a real tomogram beside Otsu baselines (--real, --real-labels)."""
@@ -188,7 +190,7 @@ def evaluate_cmd(
         _evaluate_real(
             model, real, real_labels, class_map=class_map, ignore=ignore, voxel_nm=voxel_nm,
             out=out, endpoint_url=endpoint_url, batch_size=batch_size, as_json=as_json, tta=tta,
-            axes=axes,
+            axes=axes, polarity=polarity,
         )  # fmt: skip
         return
     from factory.dataset.storage import Store
@@ -241,6 +243,7 @@ def segment_cmd(
         False, "--tta", help="average the four flips of the slicing plane (4× the time)"
     ),
     axes: str = typer.Option("auto", "--axes", help=AXES_HELP),
+    polarity: str = typer.Option("as-is", "--polarity", help=POLARITY_HELP),
 ) -> None:
     """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
     record of the voxel sizes used."""
@@ -252,7 +255,8 @@ def segment_cmd(
     segment_file(
         Store(model, endpoint_url), input_path, out, voxel_nm=voxel_nm, fov=fov,
         batch_size=batch_size, device=device, min_radius=min_radius_nm, progress=progress,
-        log=typer.echo, tta=tta, axes=axes,
+        log=typer.echo, tta=tta, axes=axes, polarity=polarity,
+        warn=lambda msg: typer.echo(msg, err=True),
     )  # fmt: skip
 
 
@@ -277,6 +281,8 @@ def _evaluate_real(
     from factory.dataset.storage import Store
     from factory.tomo.axes import describe
     from models.evaluate import evaluate_real
+    from models.polarity import describe as describe_polarity
+    from models.polarity import disagreement
 
     if real_labels is None:
         raise UserError("--real-labels: required with --real (the sparse labels to score on)")
@@ -284,6 +290,9 @@ def _evaluate_real(
         raise UserError(f"--voxel-nm: must be > 0, got {kwargs['voxel_nm']}")
     model_store = Store(model, endpoint_url)
     result = evaluate_real(model_store, real, real_labels, progress=not as_json, **kwargs)
+    warning = disagreement(result["polarity"])
+    if warning:
+        typer.echo(warning, err=True)
     if as_json:
         typer.echo(json.dumps(result, indent=1))
         return
@@ -294,7 +303,7 @@ def _evaluate_real(
         f"{result['tomogram']}: {result['labelled_voxels']} labelled voxels "
         f"({100 * result['labelled_fraction']:.2f} %), at {result['input_voxel_nm']:g} nm "
         f"({result['voxel_source']}); model at {result['model_voxel_nm']} nm; "
-        f"{describe(result['axes'])}"
+        f"{describe(result['axes'])}; {describe_polarity(result['polarity'])}"
     )
     typer.echo(f"{'class':<20}" + "".join(f"{m + ' IoU/Dice':>26}" for m in methods))
 

@@ -599,6 +599,7 @@ def evaluate_real(
     progress: bool = False,
     tta: bool = False,
     axes: str = "auto",
+    polarity: str = "as-is",
 ) -> dict:
     """Score a checkpoint on a real tomogram's sparse labels, beside Otsu baselines.
 
@@ -609,15 +610,19 @@ def evaluate_real(
     The model predicts at its training voxel size (:func:`models.infer.classify_at_model_scale`;
     input voxel size from ``voxel_nm``, else the header); its argmax classes, mapped onto the
     label file's ids (:func:`parse_class_map`), and the baselines (:func:`otsu_baselines`) are
-    scored on the labelled voxels only (``labels != ignore``; :func:`masked_scores`). Writes
-    ``evaluation_real.json`` and ``real_planes.png`` into ``out`` when given.
+    scored on the labelled voxels only (``labels != ignore``; :func:`masked_scores`). The
+    tomogram's intensity polarity is ``polarity`` (:mod:`models.polarity`; the JSON records it
+    and what was detected). Writes ``evaluation_real.json`` and ``real_planes.png`` into ``out``
+    when given.
     """
     import torch
 
     from factory.tomo.axes import file_shape, resolve_axes, to_zyx
     from models.infer import classify_at_model_scale, load_checkpoint
+    from models.polarity import parse_polarity
     from models.volume_io import input_voxel_nm
 
+    polarity = parse_polarity(polarity)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_checkpoint(model_url, map_location=dev)
     model.to(dev)
@@ -629,7 +634,7 @@ def evaluate_real(
     raw, lab = to_zyx(raw, order), to_zyx(lab, order)
     classes, info = classify_at_model_scale(
         model, state, raw, vnm, batch_size=batch_size, device=dev, progress=progress,
-        what="`real`", tta=tta,
+        what="`real`", tta=tta, polarity=polarity,
     )  # fmt: skip
     pred = lut[classes]
     del classes

@@ -551,14 +551,17 @@ def predict_at_model_scale(
     progress: bool = False,
     what: str = "`input_path`",
     tta: bool = False,
+    polarity: str = "as-is",
 ) -> tuple[np.ndarray, dict]:
     """Class probabilities of a raw (Z, Y, X) tomogram of voxel size ``input_nm`` (nm) on the
     model's grid: the same field at the training voxel size (``state["dataset"]["voxel_nm"]``).
 
     The volume is resampled trilinearly onto the model's grid (:func:`model_grid`), normalised
     there as in training (:func:`normalize_volume`, inset in model voxels; skipped with
-    ``normalize=False`` for an already normalised volume) and predicted (:func:`predict_volume`,
-    with ``tta`` its flip test-time augmentation).
+    ``normalize=False`` for an already normalised volume), turned to the training data's
+    intensity polarity (``polarity``: ``as-is``, ``inverted`` or ``auto``,
+    :mod:`models.polarity`) and predicted (:func:`predict_volume`, with ``tta`` its flip
+    test-time augmentation).
 
     Returns
     -------
@@ -566,8 +569,12 @@ def predict_at_model_scale(
         On the model's grid (``info["model_shape"]``).
     info : dict
         ``input_voxel_nm``, ``model_voxel_nm`` (None if unrecorded), ``zoom`` (input / model
-        voxel size), ``input_shape``, ``model_shape``.
+        voxel size), ``input_shape``, ``model_shape``, ``polarity`` (the record of
+        :func:`models.polarity.apply_polarity`; None without normalisation).
     """
+    from factory.acquisition.volume import cylinder_mask
+    from models.polarity import apply_polarity
+
     arch = state["arch"]
     axis, window = int(arch["axis"]), int(arch["window"])
     model_nm = (state.get("dataset") or {}).get("voxel_nm")
@@ -577,8 +584,20 @@ def predict_at_model_scale(
     )
     check_memory(raw.shape, grid, len(state["labels"]["classes"]), what)
     vol = resample(raw, grid)
+    polarity_record = None
     if normalize:
-        vol = normalize_volume(vol, {**(state.get("normalization") or {}), "fov": fov})
+        norm = {**(state.get("normalization") or {}), "fov": fov}
+        vol = normalize_volume(vol, norm)
+        mask = None
+        if fov == "cylinder":
+            mask = cylinder_mask(vol.shape, float(norm.get("fov_inset_px", 5))).numpy()
+
+        def run(v: np.ndarray) -> np.ndarray:
+            return predict_volume(
+                model, v, axis=axis, window=window, batch_size=batch_size, device=device
+            )
+
+        vol, polarity_record = apply_polarity(vol, polarity, run, axis, mask)
     probs = predict_volume(
         model, vol, axis=axis, window=window, batch_size=batch_size, device=device,
         progress=progress, tta=tta,
@@ -589,6 +608,7 @@ def predict_at_model_scale(
         "zoom": zoom,
         "input_shape": [int(s) for s in raw.shape],
         "model_shape": list(grid),
+        "polarity": polarity_record,
     }
     return probs, info
 

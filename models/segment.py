@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -449,12 +450,16 @@ def segment_file(
     tta: bool = False,
     axes: str = "auto",
     post_grid: str = "coarser",
+    polarity: str = "as-is",
+    warn=None,
 ) -> dict:
     """Segment one tomogram file with a checkpoint; write labels, objects, measurements and
     ``OUTPUT_STEM.json`` (the voxel sizes, grids and axis order used).
 
     The input's voxel size (nm) is ``voxel_nm``, else its header's; its axis order is ``axes``
-    (:mod:`factory.tomo.axes`: ``"auto"`` detects it). The prediction runs in the (Z, Y, X) order
+    (:mod:`factory.tomo.axes`: ``"auto"`` detects it), its intensity polarity ``polarity``
+    (:mod:`models.polarity`; ``warn`` gets a line when the one used is not the one detected).
+    The prediction runs in the (Z, Y, X) order
     at the model's training voxel size (:func:`models.infer.predict_at_model_scale`), the
     post-processing on the coarser of the two grids (``post_grid="coarser"``,
     :func:`clean_on_coarser_grid`; ``"input"``: always the input's), and everything written is on
@@ -464,12 +469,15 @@ def segment_file(
 
     from factory.tomo.axes import describe, file_shape, resolve_axes, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
+    from models.polarity import describe as describe_polarity
+    from models.polarity import disagreement, parse_polarity
     from models.volume_io import input_voxel_nm, read_volume, write_volume
 
     labels_path, objects_path, csv_path = output_paths(output)
     json_path = os.path.splitext(labels_path)[0] + ".json"
     if fov not in ("cylinder", "all"):
         raise UserError(f"expected 'cylinder' or 'all', got {fov!r}", param="fov")
+    polarity = parse_polarity(polarity)
     if post_grid not in ("coarser", "input"):
         raise UserError(f"expected 'coarser' or 'input', got {post_grid!r}", param="post_grid")
     overrides = parse_min_radius(min_radius or [])
@@ -483,8 +491,11 @@ def segment_file(
     order, axes_info = resolve_axes(raw, axes)
     probs, info = predict_at_model_scale(
         model, state, to_zyx(raw, order), vnm, fov=fov, batch_size=batch_size, device=dev,
-        progress=progress, tta=tta,
+        progress=progress, tta=tta, polarity=polarity,
     )  # fmt: skip
+    warning = disagreement(info["polarity"])
+    if warning:
+        (warn or (lambda m: print(m, file=sys.stderr)))(warning)
     names = [c["name"] for c in sorted(state["labels"]["classes"], key=lambda c: c["id"])]
     instances, cleaned_on = clean_on_coarser_grid(
         probs, info, order, names, vnm, sigma=sigma, overrides=overrides,
@@ -525,7 +536,7 @@ def segment_file(
         log(f"{input_path}: {header.note}")
     log(
         f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}; {scale}; "
-        f"{describe(axes_info)}): {len(rows)} "
+        f"{describe(axes_info)}; {describe_polarity(info['polarity'])}): {len(rows)} "
         f"objects → {labels_path}, {objects_path}, {csv_path}, {json_path}"
     )
     return result
