@@ -108,6 +108,9 @@ def train_cmd(
     real_voxel_nm: float | None = typer.Option(
         None, "--real-voxel-nm", help="voxel size of --real in nm (default: its header's)"
     ),
+    real_polarity: str = typer.Option(
+        "as-is", "--real-polarity", help="of --real: as-is (absorbing = bright) or inverted"
+    ),
     endpoint_url: EndpointUrl = None,
     allow_bad_shards: bool = typer.Option(
         False, "--allow-bad-shards", help="skip shards failing their checksum (with a warning)"
@@ -127,7 +130,8 @@ def train_cmd(
     summary = train(
         cfg, [Store(d, endpoint_url) for d in data], Store(out, endpoint_url),
         init=None if init is None else Store(init, endpoint_url), real=real,
-        real_labels=real_labels, real_axes=real_axes, real_voxel_nm=real_voxel_nm, progress=True,
+        real_labels=real_labels, real_axes=real_axes, real_voxel_nm=real_voxel_nm,
+        real_polarity=real_polarity.strip().lower(), progress=True,
         log=lambda msg: typer.echo(msg, err=True),
         address=address, verbose=verbose,
     )  # fmt: skip

@@ -505,9 +505,9 @@ def segment_file(
     labels, objects, records = assemble(instances, names, raw.shape)
     del instances
     rows = measure(records, raw, vnm, objects)
-    write_volume(labels_path, labels, vnm)
+    write_volume(labels_path, labels, vnm, like=header)
     obj = objects.astype(np.uint16) if objects.max(initial=0) < 65536 else objects
-    write_volume(objects_path, obj, vnm)
+    write_volume(objects_path, obj, vnm, like=header)
     write_measurements(rows, csv_path)
     result = {
         "input": str(input_path),

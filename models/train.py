@@ -1016,18 +1016,23 @@ def _load_real(
     axes: str = "auto",
     voxel_nm: float | None = None,
     data_nm: float | None = None,
+    polarity: str = "as-is",
 ):
     """The few-shot real tomogram, normalised, and its labels, both in (Z, Y, X) order (``axes``:
     the files' order, or ``"auto"``, :func:`factory.tomo.axes.resolve_axes`), on the training
     data's grid, and a record of the scale: with the data's voxel size ``data_nm`` known, the
     tomogram's (``voxel_nm``, else its header's; neither: :class:`UserError`) sets the zoom, the
     volume is resampled trilinearly and the labels by :func:`models.infer.resample_labels`, so
-    that the network is fine-tuned at the scale it segments at."""
+    that the network is fine-tuned at the scale it segments at. ``polarity`` ``inverted``: the
+    file's absorbing material is dark (:mod:`models.polarity`); the volume is negated after
+    normalisation, as ``segment`` does."""
     from factory.tomo.axes import resolve_axes, to_zyx
     from models.data import check_window
     from models.infer import model_grid, normalize_volume, resample, resample_labels
     from models.volume_io import input_voxel_nm, read_volume
 
+    if polarity not in ("as-is", "inverted"):
+        raise UserError(f"expected as-is or inverted, got {polarity!r}", param="real_polarity")
     vol, header = read_volume(path, "real")
     lab, _ = read_volume(labels_path, "real_labels")
     if lab.shape != vol.shape:
@@ -1052,7 +1057,9 @@ def _load_real(
     check_window(vol.shape, cfg.axis, cfg.window, "`real`")
     if not (lab >= 0).any():
         raise UserError("no annotated voxel left on the training grid", param="real_labels")
-    return normalize_volume(vol, normalization), lab.astype(np.int8), scale
+    vol = normalize_volume(vol, normalization)
+    scale["polarity"] = polarity
+    return (-vol if polarity == "inverted" else vol), lab.astype(np.int8), scale
 
 
 def _data_splits(m: TrainingData, cfg) -> tuple[list[ShardRecord], list[ShardRecord], list | None]:
@@ -1104,6 +1111,7 @@ def plan_job(
     real_labels: str | None = None,
     real_axes: str = "auto",
     real_voxel_nm: float | None = None,
+    real_polarity: str = "as-is",
 ) -> TrainJob:
     """The :class:`TrainJob` of a run on ``m`` (:func:`read_datasets`) read from ``data``, written
     to ``run_dir`` (``real``, ``real_labels``: local paths already absolute)."""
@@ -1123,8 +1131,9 @@ def plan_job(
             raise UserError("must be > 0 when `real` is given", param="real_ratio")
         data_nm = (m.config.get("grid") or {}).get("voxel_nm")
         vol_r, lab_r, real_scale = _load_real(
-            real, real_labels, cfg, norm, len(names), real_axes, real_voxel_nm, data_nm
-        )
+            real, real_labels, cfg, norm, len(names), real_axes, real_voxel_nm, data_nm,
+            real_polarity,
+        )  # fmt: skip
         real_arrays = (vol_r, lab_r)
     n_slices = int(shape[cfg.axis]) if shape is not None else 64
     n_train = sum(s.nsamples for s in train_shards)
@@ -1202,6 +1211,7 @@ def train(
     real_labels: str | None = None,
     real_axes: str = "auto",
     real_voxel_nm: float | None = None,
+    real_polarity: str = "as-is",
     progress: bool = False,
     log=print,
     address: str | None = None,
@@ -1229,7 +1239,7 @@ def train(
     m = read_datasets(stores)
     job = plan_job(
         cfg, m, stores[0], run_dir, init=init, real=real, real_labels=real_labels,
-        real_axes=real_axes, real_voxel_nm=real_voxel_nm,
+        real_axes=real_axes, real_voxel_nm=real_voxel_nm, real_polarity=real_polarity,
     )  # fmt: skip
     created = _open_run_dir(run_dir, job.cfg, m, log)
     started = start_ray(

@@ -37,10 +37,17 @@ class VolumeHeader:
     note : str or None
         Set when the header does not follow its format's standard and was read leniently (an
         MRC file without the ``MAP`` identifier or machine stamp, as older writers leave them).
+    origin_a : tuple of 3 floats or None
+        MRC: the header's ``origin`` (x, y, z, Å), where viewers (ChimeraX, IMOD) place the
+        volume; copied to label volumes written for it so that they overlay.
+    start : tuple of 3 ints or None
+        MRC: ``nxstart, nystart, nzstart`` (the first column, row, section in the full map).
     """
 
     voxel_nm: tuple[float | None, float | None, float | None] = (None, None, None)
     note: str | None = None
+    origin_a: tuple[float, float, float] | None = None
+    start: tuple[int, int, int] | None = None
 
     @property
     def recorded(self) -> list[float]:
@@ -158,12 +165,18 @@ def _mrc_voxel_nm(mrc) -> tuple[float | None, float | None, float | None]:
     return tuple(float(v) / 10.0 if v > 0 else None for v in (vs.z, vs.y, vs.x))
 
 
-def _open_mrc(path: str, permissive: bool) -> tuple[np.ndarray | None, tuple]:
+def _open_mrc(path: str, permissive: bool) -> tuple[np.ndarray | None, dict]:
     import mrcfile
 
     with mrcfile.open(path, mode="r", permissive=permissive) as mrc:
         data = None if mrc.data is None else np.asarray(mrc.data)  # read-only
-        return data, _mrc_voxel_nm(mrc)
+        h = mrc.header
+        grid = {
+            "voxel_nm": _mrc_voxel_nm(mrc),
+            "origin_a": tuple(float(v) for v in (h.origin.x, h.origin.y, h.origin.z)),
+            "start": tuple(int(v) for v in (h.nxstart, h.nystart, h.nzstart)),
+        }
+        return data, grid
 
 
 def _read_mrc(path: str) -> tuple[np.ndarray, VolumeHeader]:
@@ -173,7 +186,7 @@ def _read_mrc(path: str) -> tuple[np.ndarray, VolumeHeader]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            vol, sizes = _open_mrc(path, permissive=False)
+            vol, grid = _open_mrc(path, permissive=False)
             note = None
         except ValueError as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -181,7 +194,7 @@ def _read_mrc(path: str) -> tuple[np.ndarray, VolumeHeader]:
                 raise
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                vol, sizes = _open_mrc(path, permissive=True)
+                vol, grid = _open_mrc(path, permissive=True)
             others = [str(w.message) for w in caught]
             others = [m for m in others if not any(k in m.lower() for k in _LENIENT_MRC)]
             if vol is None or others:
@@ -189,7 +202,7 @@ def _read_mrc(path: str) -> tuple[np.ndarray, VolumeHeader]:
             note = f"MRC header read leniently ({reason})"
     if vol is None:
         raise ValueError("no data block")
-    return vol, VolumeHeader(sizes, note)
+    return vol, VolumeHeader(note=note, **grid)
 
 
 def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, VolumeHeader]:
@@ -282,8 +295,11 @@ def input_voxel_nm(
     return sizes[-1], "file header"
 
 
-def write_volume(path: str, volume: np.ndarray, voxel_nm: float | None = None) -> None:
-    """Write an integer (label) volume as MRC or TIFF (by suffix), or NPY."""
+def write_volume(
+    path: str, volume: np.ndarray, voxel_nm: float | None = None, like: VolumeHeader | None = None
+) -> None:
+    """Write an integer (label) volume as MRC or TIFF (by suffix), or NPY; an MRC file takes the
+    origin and start indices of ``like`` (the tomogram it labels), so that viewers overlay it."""
     path = str(path)
     suf = _suffix(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -302,6 +318,11 @@ def write_volume(path: str, volume: np.ndarray, voxel_nm: float | None = None) -
             mrc.set_data(vol)
             if voxel_nm:
                 mrc.voxel_size = float(voxel_nm) * 10.0  # Å
+            if like is not None and like.origin_a is not None:
+                mrc.header.origin = like.origin_a
+            if like is not None and like.start is not None:
+                h = mrc.header
+                h.nxstart, h.nystart, h.nzstart = like.start
     elif suf in TIFF_SUFFIXES:
         import tifffile
 

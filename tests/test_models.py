@@ -629,8 +629,14 @@ def test_few_shot_real_data_at_another_voxel_size_is_brought_to_the_data_grid(
     for plane in (10, 21):
         agree = np.mean(got[:, plane] == s["labels"][:, plane])
         assert agree > 0.85, (plane, agree)
-    _, _, given = _load_real(*paths, cfg, norm, k, "ZYX", 60.0, 60.0)  # the flag wins: no zoom
-    assert given["zoom"] == 1.0 and given["voxel_source"] == "given"
+    inv, _, given = _load_real(*paths, cfg, norm, k, "ZYX", 60.0, 60.0, "inverted")
+    assert given["zoom"] == 1.0 and given["voxel_source"] == "given"  # the flag wins: no zoom
+    assert given["polarity"] == "inverted" and scale["polarity"] == "as-is"
+    as_is, _, _ = _load_real(*paths, cfg, norm, k, "ZYX", 60.0, 60.0)
+    np.testing.assert_array_equal(inv, -as_is)
+    with pytest.raises(UserError) as e:
+        _load_real(*paths, cfg, norm, k, "ZYX", 60.0, 60.0, "dark")
+    assert e.value.param == "real_polarity"
     tifffile.imwrite(paths[0], fine)  # no voxel size recorded
     with pytest.raises(UserError) as e:
         _load_real(*paths, cfg, norm, k, "ZYX", None, 60.0)

@@ -99,3 +99,19 @@ def test_a_bad_given_voxel_size_names_the_flag(bad):
     with pytest.raises(UserError, match="positive number of nm") as err:
         input_voxel_nm(bad, VolumeHeader(), "t.mrc", "real_voxel_nm")
     assert err.value.param == "real_voxel_nm"
+
+
+def test_label_volumes_keep_the_tomograms_origin_for_overlays(tmp_path, vol):
+    src = _mrc(tmp_path / "t.mrc", vol, 400.0)
+    with mrcfile.open(src, mode="r+") as mrc:
+        mrc.header.origin = (1200.0, -400.0, 800.0)
+        mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 10, 20, 30
+    _, header = read_volume(src)
+    assert header.origin_a == (1200.0, -400.0, 800.0) and header.start == (10, 20, 30)
+    out = str(tmp_path / "labels.mrc")
+    write_volume(out, (vol > 0.5).astype(np.uint8), 40.0, like=header)
+    with mrcfile.open(out) as mrc:
+        o = mrc.header.origin
+        assert (float(o.x), float(o.y), float(o.z)) == (1200.0, -400.0, 800.0)
+        assert (int(mrc.header.nxstart), int(mrc.header.nzstart)) == (10, 30)
+        assert float(mrc.voxel_size.x) == pytest.approx(400.0)
