@@ -162,6 +162,27 @@ def test_a_real_tomogram_stored_tilt_axis_first_is_measured_as_the_original(data
     assert not (tmp_path / "c").exists()
 
 
+def test_an_inverted_real_tomogram_measures_as_the_original_with_real_polarity(datasets, tmp_path):
+    import mrcfile
+
+    with mrcfile.open(datasets["real"]) as mrc:
+        vol = np.array(mrc.data)
+    path = str(tmp_path / "inv.npy")
+    np.save(path, (1.0 - vol).astype(np.float32))  # absorbing = dark, another offset
+    extra = ("--real-voxel-nm", "60", "--samples", "1", "--real-axes", "ZYX")
+    base = _report(datasets["base"], datasets["real"], tmp_path / "a", *extra)
+    fixed = _report(datasets["base"], path, tmp_path / "b", *extra, "--real-polarity", "inverted")
+    assert fixed["real"]["polarity"] == "inverted" and base["real"]["polarity"] == "as-is"
+    for key in ("histogram_overlap", "wasserstein", "distance"):
+        got = fixed["summary"]["comparison"][key]["median"]
+        assert got == pytest.approx(base["summary"]["comparison"][key]["median"], abs=1e-6)
+    code, _, err = invoke(
+        ["fidelity", "--data", datasets["base"], "--real", path, "--out", str(tmp_path / "c"),
+         "--real-polarity", "dark", *extra]
+    )  # fmt: skip
+    assert code == 2 and "--real-polarity" in err and not (tmp_path / "c").exists()
+
+
 def _tooth_tomogram() -> np.ndarray:
     """FBP of the tooth projections, detector binned by 2 (320 columns), every second angle."""
     from factory.tomo import fbp

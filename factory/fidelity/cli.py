@@ -45,6 +45,9 @@ def fidelity(
         None, "--real-voxel-nm", help="voxel size of --real in nm (default: file header)"
     ),
     real_axes: str = typer.Option("auto", "--real-axes", help="of --real: " + AXES_HELP),
+    real_polarity: str = typer.Option(
+        "as-is", "--real-polarity", help="of --real: as-is (absorbing = bright) or inverted"
+    ),
     out: str = typer.Option(..., "--out", help="directory for fidelity.json and fidelity.png"),
     samples: int = typer.Option(8, "--samples", help="synthetic samples compared (first N)"),
     suggest: bool = typer.Option(
@@ -62,8 +65,9 @@ def fidelity(
 
     dataset = Store(data, endpoint_url)
     report, arrays = fidelity_report(
-        dataset, real, real_voxel_nm=real_voxel_nm, samples=samples, real_axes=real_axes
-    )
+        dataset, real, real_voxel_nm=real_voxel_nm, samples=samples, real_axes=real_axes,
+        real_polarity=real_polarity.strip().lower(),
+    )  # fmt: skip
     if suggest:
         config = read_manifest(dataset).config
         report["suggestions"] = make_suggestions(report, config)

@@ -163,17 +163,23 @@ def fidelity_report(
     samples: int = 8,
     max_planes: int = 32,
     real_axes: str = "auto",
+    real_polarity: str = "as-is",
 ) -> tuple[dict, dict]:
     """Measure up to ``samples`` reconstructions of the dataset ``data`` (a Store, or a path or
     URL) against ``real_path``.
 
     Returns ``(report, arrays)``: the JSON-safe report (definitions, inputs, the real volume's
     metrics, every sample's metrics and comparison, the summary) and, for the figure, the centre
-    XZ planes of the normalised real volume and first sample.
+    XZ planes of the normalised real volume and first sample. ``real_polarity`` ``inverted``:
+    the real tomogram's absorbing material is dark (:mod:`models.polarity`); it is negated first.
     """
     if samples < 1:
         raise UserError(f"must be >= 1, got {samples}", param="samples")
+    if real_polarity not in ("as-is", "inverted"):
+        raise UserError(f"expected as-is or inverted, got {real_polarity!r}", param="real_polarity")
     real, real_nm, source, axes_info = load_real(real_path, real_voxel_nm, real_axes)
+    if real_polarity == "inverted":
+        real = -np.asarray(real, dtype=np.float32)
     from factory.dataset.storage import safe_url
 
     m, recons = load_recons(data, samples)
@@ -209,6 +215,7 @@ def fidelity_report(
             "voxel_nm": real_nm,
             "voxel_source": source,
             "axes": axes_info,
+            "polarity": real_polarity,
             "resampled_shape": list(real_c.shape),
             "metrics": _public(real_p),
         },
