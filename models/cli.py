@@ -220,11 +220,18 @@ def evaluate_cmd(
 
 
 def segment_cmd(
-    input_path: str = typer.Argument(..., metavar="INPUT", help="tomogram (MRC, TIFF, NPY)"),
+    input_paths: list[str] = typer.Argument(
+        ..., metavar="INPUT...", help="tomogram(s) (MRC, TIFF, NPY)"
+    ),
     model: str = typer.Option(
         ..., "--model", help="run directory, checkpoint directory or its model.pt"
     ),
-    out: str = typer.Option(..., "--out", help="labels file (.tif, .tiff, .mrc, .npy)"),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="labels file (.tif, .tiff, .mrc, .npy); with several INPUTs a directory, where "
+        "each gets STEM.EXT in its own format, plus measurements.csv and summary.json",
+    ),
     voxel_nm: float | None = typer.Option(
         None,
         "--voxel-nm",
@@ -249,19 +256,31 @@ def segment_cmd(
     axes: str = typer.Option("auto", "--axes", help=AXES_HELP),
     polarity: str = typer.Option("as-is", "--polarity", help=POLARITY_HELP),
 ) -> None:
-    """Segment a tomogram: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
-    record of the voxel sizes used."""
+    """Segment tomograms: labels (TIFF/MRC), object ids, a CSV of measurements and a JSON
+    record of the voxel sizes used, per tomogram."""
     from factory.dataset.storage import Store
-    from models.segment import segment_file
+    from models.segment import segment_file, segment_files
 
     if voxel_nm is not None and voxel_nm <= 0:
         raise UserError(f"--voxel-nm: must be > 0, got {voxel_nm}")
-    segment_file(
-        Store(model, endpoint_url), input_path, out, voxel_nm=voxel_nm, fov=fov,
-        batch_size=batch_size, device=device, min_radius=min_radius_nm, progress=progress,
-        log=typer.echo, tta=tta, axes=axes, polarity=polarity,
-        warn=lambda msg: typer.echo(msg, err=True),
+    opts = dict(
+        voxel_nm=voxel_nm, fov=fov, batch_size=batch_size, device=device,
+        min_radius=min_radius_nm, progress=progress, log=typer.echo, tta=tta, axes=axes,
+        polarity=polarity, warn=lambda msg: typer.echo(msg, err=True),
     )  # fmt: skip
+    if len(input_paths) == 1:
+        segment_file(Store(model, endpoint_url), input_paths[0], out, **opts)
+        return
+    summary = segment_files(Store(model, endpoint_url), input_paths, out, **opts)
+    typer.echo(
+        f"segmented {len(summary['segmented'])} of {len(input_paths)} tomograms into {out} "
+        f"(measurements.csv, summary.json)"
+    )
+    if summary["failed"]:
+        raise UserError(
+            f"{len(summary['failed'])} of {len(input_paths)} refused: "
+            + "; ".join(f"{f['input']}: {f['error']}" for f in summary["failed"])
+        )
 
 
 #: The commands this module adds to ``simaq`` (name, function; registered by ``cli.py``).

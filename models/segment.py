@@ -385,6 +385,99 @@ def parse_min_radius(items: list[str]) -> dict[str, ClassPost]:
     return out
 
 
+_FORMAT_OF = {".rec": ".mrc", ".map": ".mrc", ".st": ".mrc", ".ali": ".mrc", ".tiff": ".tif"}
+
+
+def batch_outputs(inputs: list[str], out_dir: str) -> list[str]:
+    """The labels path of each input in ``out_dir``: ``OUT_DIR/STEM.EXT`` in the input's own
+    format (MRC for .mrc/.rec/.map/.st/.ali, TIFF, NPY). :class:`UserError` before any work for
+    a missing input, an unsupported type, two inputs of one stem, or an ``out_dir`` that is a
+    file or looks like one."""
+    from models.volume_io import MRC_SUFFIXES, TIFF_SUFFIXES
+
+    if os.path.isfile(out_dir) or os.path.splitext(out_dir)[1].lower() in (".tif", ".mrc", ".npy"):
+        raise UserError(f"with several inputs, a directory, got {out_dir!r}", param="out")
+    outputs, seen = [], {}
+    for path in inputs:
+        if not os.path.isfile(path):
+            raise UserError(f"no such file {path!r}", param="input_path")
+        stem, ext = os.path.splitext(os.path.basename(path))
+        ext = ext.lower()
+        if ext not in (*MRC_SUFFIXES, *TIFF_SUFFIXES, ".npy"):
+            raise UserError(f"unsupported file type {ext!r} of {path!r}", param="input_path")
+        if stem in seen:
+            raise UserError(
+                f"{seen[stem]!r} and {path!r} would write the same {stem!r} files into "
+                f"{out_dir!r}; segment them into different directories",
+                param="input_path",
+            )
+        seen[stem] = path
+        outputs.append(os.path.join(out_dir, stem + _FORMAT_OF.get(ext, ext)))
+    return outputs
+
+
+def segment_files(
+    model_url: str | Store,
+    inputs: list[str],
+    out_dir: str,
+    *,
+    device: str | None = None,
+    log=print,
+    **kwargs,
+) -> dict:
+    """Segment several tomograms with one checkpoint, loaded once (:func:`segment_file` with
+    ``kwargs`` for each; outputs in ``out_dir`` by :func:`batch_outputs`).
+
+    A tomogram refused for bad input (no voxel size, unreadable, ...) is reported and skipped;
+    the others are segmented. Writes ``OUT_DIR/measurements.csv`` (every object of every
+    tomogram, with its ``tomogram``) and ``OUT_DIR/summary.json`` (each input's labels, objects
+    count and voxel size, or its error). Returns that summary.
+    """
+    import torch
+
+    from models.infer import load_checkpoint
+
+    outputs = batch_outputs(inputs, out_dir)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, state = load_checkpoint(model_url, map_location=dev)
+    model.to(dev)
+    os.makedirs(out_dir, exist_ok=True)
+    done, failed = [], []
+    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True), start=1):
+        log(f"[{i}/{len(inputs)}] {src}")
+        try:
+            res = segment_file(
+                model_url, src, dst, device=dev, log=log, loaded=(model, state), **kwargs
+            )
+        except UserError as err:
+            message = err.for_cli({"input_path": "INPUT", "path": "INPUT"})
+            failed.append({"input": src, "error": message})
+            log(f"[{i}/{len(inputs)}] {src}: skipped: {message}")
+            continue
+        done.append({k: res[k] for k in ("input", "labels", "csv", "num_objects", "voxel_nm")})
+    summary = {"checkpoint": state.get("path"), "out": out_dir, "segmented": done,
+               "failed": failed}  # fmt: skip
+    _merge_measurements(done, os.path.join(out_dir, "measurements.csv"))
+    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=1)
+    return summary
+
+
+def _merge_measurements(done: list[dict], path: str) -> None:
+    """One CSV of every segmented tomogram's objects, its ``tomogram`` (input path) first."""
+    header, rows = None, []
+    for rec in done:
+        with open(rec["csv"], newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            cols = next(reader)
+            header = header or ["tomogram", *cols]
+            rows += [[rec["input"], *row] for row in reader]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header or ["tomogram"])
+        w.writerows(rows)
+
+
 def clean_on_coarser_grid(
     probs: np.ndarray,
     info: dict,
@@ -452,8 +545,10 @@ def segment_file(
     post_grid: str = "coarser",
     polarity: str = "as-is",
     warn=None,
+    loaded: tuple | None = None,
 ) -> dict:
-    """Segment one tomogram file with a checkpoint; write labels, objects, measurements and
+    """Segment one tomogram file with a checkpoint (``loaded``: its ``(model, state)`` already
+    on ``device``, as :func:`segment_files` passes it); write labels, objects, measurements and
     ``OUTPUT_STEM.json`` (the voxel sizes, grids and axis order used).
 
     The input's voxel size (nm) is ``voxel_nm``, else its header's; its axis order is ``axes``
@@ -482,8 +577,11 @@ def segment_file(
         raise UserError(f"expected 'coarser' or 'input', got {post_grid!r}", param="post_grid")
     overrides = parse_min_radius(min_radius or [])
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, state = load_checkpoint(model_url, map_location=dev)
-    model.to(dev)
+    if loaded is None:
+        model, state = load_checkpoint(model_url, map_location=dev)
+        model.to(dev)
+    else:
+        model, state = loaded
     raw, header = read_volume(input_path)
     if not np.isfinite(raw).all():
         raise UserError(f"INPUT: {input_path!r} holds NaN or infinite values")

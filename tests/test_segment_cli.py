@@ -349,6 +349,71 @@ def test_a_voxel_size_that_blows_the_model_grid_up_exits_2_before_allocating(
     assert "--voxel-nm" in line
 
 
+# --- several tomograms at once ---------------------------------------------------------------
+
+
+def test_several_tomograms_segment_into_a_directory_each_in_its_format(
+    monkeypatch, capsys, undertrained, sample, tmp_path
+):
+    import csv
+
+    vol = sample[0]
+    a = write_mrc(tmp_path / "a.rec", vol, VOXEL_NM)
+    b = write_mrc(tmp_path / "b.mrc", vol[:, :, ::-1], VOXEL_NM)
+    um = VOXEL_NM / 1000
+    tifffile.imwrite(tmp_path / "c.tif", vol, imagej=True, resolution=(1 / um, 1 / um),
+                     metadata={"spacing": um, "unit": "um"})  # fmt: skip
+    tifffile.imwrite(tmp_path / "d.tif", vol)  # no voxel size: refused, the others done
+    out = tmp_path / "seg"
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "segment", a, b, str(tmp_path / "c.tif"), str(tmp_path / "d.tif"),
+        "--model", str(undertrained), "--out", str(out),
+    )  # fmt: skip
+    assert code == 2 and "1 of 4 refused" in error_line(err) and "d.tif" in error_line(err)
+    assert "[4/4]" in stdout and "segmented 3 of 4 tomograms" in stdout
+    for name in ("a.mrc", "a_objects.mrc", "a.csv", "a.json", "b.mrc", "c.tif", "c_objects.tif"):
+        assert (out / name).is_file(), name
+    assert not (out / "d.tif").exists() and not (out / "d.json").exists()
+    single = tmp_path / "single.tif"
+    assert run_cli(monkeypatch, capsys, "segment", a, "--model", str(undertrained), "--out",
+                   str(single))[0] == 0  # fmt: skip
+    assert np.array_equal(mrcfile.read(out / "a.mrc"), tifffile.imread(single))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["input"] for s in summary["segmented"]] == [a, b, str(tmp_path / "c.tif")]
+    assert summary["failed"][0]["input"] == str(tmp_path / "d.tif")
+    assert "--voxel-nm" in summary["failed"][0]["error"]
+    with open(out / "measurements.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    per_file = sum(json.loads((out / f"{k}.json").read_text())["num_objects"] for k in "abc")
+    assert len(rows) == per_file and {r["tomogram"] for r in rows} <= {
+        a,
+        b,
+        str(tmp_path / "c.tif"),
+    }
+
+
+@pytest.mark.parametrize("case", ["same stem", "out is a file", "missing"])
+def test_a_bad_batch_exits_2_before_any_work(
+    monkeypatch, capsys, undertrained, sample, tmp_path, case
+):
+    a = write_mrc(tmp_path / "a.mrc", sample[0], VOXEL_NM)
+    (tmp_path / "x").mkdir()
+    other = {
+        "same stem": write_mrc(tmp_path / "x" / "a.mrc", sample[0], VOXEL_NM),
+        "out is a file": write_mrc(tmp_path / "b.mrc", sample[0], VOXEL_NM),
+        "missing": str(tmp_path / "nope.mrc"),
+    }[case]
+    out = tmp_path / ("seg.tif" if case == "out is a file" else "seg")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "segment", a, other, "--model", str(undertrained), "--out", str(out)
+    )
+    line = error_line(err)
+    assert code == 2, err
+    assert {"same stem": "would write the same 'a' files", "out is a file": "--out: with several",
+            "missing": "no such file"}[case] in line  # fmt: skip
+    assert not out.exists()
+
+
 # --- the file's axis order (IMOD writes the tilt axis first until `trimvol -rx`) ---------------
 
 
