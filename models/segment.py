@@ -519,12 +519,12 @@ def clean_on_coarser_grid(
     return kept, "input"
 
 
-def output_paths(output: str) -> tuple[str, str, str]:
-    """``(labels, objects, csv)`` paths for ``OUTPUT``."""
+def output_paths(output: str) -> tuple[str, str, str, str]:
+    """``(labels, objects, csv, json)`` paths for ``OUTPUT``."""
     stem, ext = os.path.splitext(str(output))
     if ext.lower() not in (".tif", ".tiff", ".mrc", ".npy"):
         raise UserError(f"use a .tif, .tiff, .mrc or .npy file name, got {output!r}", param="out")
-    return str(output), f"{stem}_objects{ext}", f"{stem}.csv"
+    return str(output), f"{stem}_objects{ext}", f"{stem}.csv", f"{stem}.json"
 
 
 def segment_file(
@@ -562,14 +562,11 @@ def segment_file(
     """
     import torch
 
-    from factory.tomo.axes import describe, file_shape, resolve_axes, to_zyx
+    from factory.tomo.axes import file_shape, to_zyx
     from models.infer import load_checkpoint, predict_at_model_scale
-    from models.polarity import describe as describe_polarity
     from models.polarity import disagreement, parse_polarity
-    from models.volume_io import input_voxel_nm, read_volume, write_volume
 
-    labels_path, objects_path, csv_path = output_paths(output)
-    json_path = os.path.splitext(labels_path)[0] + ".json"
+    paths = output_paths(output)
     if fov not in ("cylinder", "all"):
         raise UserError(f"expected 'cylinder' or 'all', got {fov!r}", param="fov")
     polarity = parse_polarity(polarity)
@@ -582,11 +579,7 @@ def segment_file(
         model.to(dev)
     else:
         model, state = loaded
-    raw, header = read_volume(input_path)
-    if not np.isfinite(raw).all():
-        raise UserError(f"INPUT: {input_path!r} holds NaN or infinite values")
-    vnm, source = input_voxel_nm(voxel_nm, header, input_path)
-    order, axes_info = resolve_axes(raw, axes)
+    raw, header, vnm, source, order, axes_info = read_tomogram(input_path, voxel_nm, axes)
     probs, info = predict_at_model_scale(
         model, state, to_zyx(raw, order), vnm, fov=fov, batch_size=batch_size, device=dev,
         progress=progress, tta=tta, polarity=polarity,
@@ -603,10 +596,7 @@ def segment_file(
     labels, objects, records = assemble(instances, names, raw.shape)
     del instances
     rows = measure(records, raw, vnm, objects)
-    write_volume(labels_path, labels, vnm, like=header)
-    obj = objects.astype(np.uint16) if objects.max(initial=0) < 65536 else objects
-    write_volume(objects_path, obj, vnm, like=header)
-    write_measurements(rows, csv_path)
+    write_outputs(paths, labels, objects, rows, vnm, header)
     result = {
         "input": str(input_path),
         "checkpoint": state.get("path"),
@@ -616,25 +606,57 @@ def segment_file(
         "voxel_source": source,
         "header_voxel_nm": list(header.voxel_nm),
         "header_note": header.note,
-        "labels": labels_path,
-        "objects": objects_path,
-        "csv": csv_path,
-        "json": json_path,
+        **dict(zip(("labels", "objects", "csv", "json"), paths, strict=True)),
         "num_objects": len(rows),
         "voxels_per_class": {n: int((labels == k).sum()) for k, n in enumerate(names)},
         "postprocess": {"sigma": sigma, "fov": fov, "grid": cleaned_on},
         "tta": tta,
         "axes": axes_info,
     }
-    with open(json_path, "w", encoding="utf-8") as fh:
+    with open(paths[3], "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1)
-    model_nm = info["model_voxel_nm"]
-    scale = f"model {model_nm:g} nm, zoom {info['zoom']:.3g}" if model_nm else "model: unknown"
     if header.note:
         log(f"{input_path}: {header.note}")
-    log(
-        f"segmented {input_path} {raw.shape} at {vnm:g} nm ({source}; {scale}; "
-        f"{describe(axes_info)}; {describe_polarity(info['polarity'])}): {len(rows)} "
-        f"objects → {labels_path}, {objects_path}, {csv_path}, {json_path}"
-    )
+    log(summary_line(result, raw.shape))
     return result
+
+
+def read_tomogram(path: str, voxel_nm: float | None, axes: str):
+    """``(raw, header, voxel nm, its source, axis order, axes record)`` of the tomogram to
+    segment (:func:`models.volume_io.read_volume`, :func:`models.volume_io.input_voxel_nm`,
+    :func:`factory.tomo.axes.resolve_axes`); :class:`UserError` for NaN or infinite values."""
+    from factory.tomo.axes import resolve_axes
+    from models.volume_io import input_voxel_nm, read_volume
+
+    raw, header = read_volume(path)
+    if not np.isfinite(raw).all():
+        raise UserError(f"INPUT: {path!r} holds NaN or infinite values")
+    vnm, source = input_voxel_nm(voxel_nm, header, path)
+    order, axes_info = resolve_axes(raw, axes)
+    return raw, header, vnm, source, order, axes_info
+
+
+def write_outputs(paths, labels, objects, rows: list[dict], voxel_nm: float, header) -> None:
+    """Write the labels, object ids (uint16 when they fit), and measurements to the first three
+    of :func:`output_paths`, MRC files with the tomogram's origin (``header``)."""
+    from models.volume_io import write_volume
+
+    write_volume(paths[0], labels, voxel_nm, like=header)
+    obj = objects.astype(np.uint16) if objects.max(initial=0) < 65536 else objects
+    write_volume(paths[1], obj, voxel_nm, like=header)
+    write_measurements(rows, paths[2])
+
+
+def summary_line(result: dict, shape) -> str:
+    """The console line of one segmented tomogram."""
+    from factory.tomo.axes import describe
+    from models.polarity import describe as describe_polarity
+
+    model_nm = result["model_voxel_nm"]
+    scale = f"model {model_nm:g} nm, zoom {result['zoom']:.3g}" if model_nm else "model: unknown"
+    return (
+        f"segmented {result['input']} {tuple(shape)} at {result['voxel_nm']:g} nm "
+        f"({result['voxel_source']}; {scale}; {describe(result['axes'])}; "
+        f"{describe_polarity(result['polarity'])}): {result['num_objects']} objects → "
+        f"{result['labels']}, {result['objects']}, {result['csv']}, {result['json']}"
+    )

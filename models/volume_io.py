@@ -165,12 +165,25 @@ def _mrc_voxel_nm(mrc) -> tuple[float | None, float | None, float | None]:
     return tuple(float(v) / 10.0 if v > 0 else None for v in (vs.z, vs.y, vs.x))
 
 
+# IMOD's header stamp (bytes 152-155) and flags (156-159; bit 0: bytes are signed), in ``extra2``
+IMOD_STAMP = 1146047817
+
+
+def imod_unsigned_bytes(header) -> bool:
+    """True for an IMOD-stamped MRC header whose flags say mode-0 bytes are unsigned (IMOD's
+    convention, e.g. ``trimvol``'s byte output), which MRC2014 readers take as signed."""
+    stamp, flags = np.frombuffer(bytes(header.extra2)[40:48], dtype=header.mode.dtype)
+    return int(stamp) == IMOD_STAMP and not int(flags) & 1
+
+
 def _open_mrc(path: str, permissive: bool) -> tuple[np.ndarray | None, dict]:
     import mrcfile
 
     with mrcfile.open(path, mode="r", permissive=permissive) as mrc:
         data = None if mrc.data is None else np.asarray(mrc.data)  # read-only
         h = mrc.header
+        if data is not None and data.dtype == np.int8 and imod_unsigned_bytes(h):
+            data = data.view(np.uint8)  # 200 stored as byte 200, not −56
         grid = {
             "voxel_nm": _mrc_voxel_nm(mrc),
             "origin_a": tuple(float(v) for v in (h.origin.x, h.origin.y, h.origin.z)),

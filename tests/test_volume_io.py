@@ -115,3 +115,22 @@ def test_label_volumes_keep_the_tomograms_origin_for_overlays(tmp_path, vol):
         assert (float(o.x), float(o.y), float(o.z)) == (1200.0, -400.0, 800.0)
         assert (int(mrc.header.nxstart), int(mrc.header.nzstart)) == (10, 30)
         assert float(mrc.voxel_size.x) == pytest.approx(400.0)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(0, np.uint8), (1, np.int8), (None, np.int8)])
+def test_imod_byte_tomograms_are_read_unsigned_unless_flagged_signed(tmp_path, flags, expected):
+    """IMOD writes mode-0 bytes unsigned (trimvol's default output) and says so in its header;
+    read as MRC2014's signed bytes, 128-255 would wrap to negative and scramble the ranks."""
+    from models.volume_io import IMOD_STAMP
+
+    values = np.arange(0, 256, 8, dtype=np.uint8).reshape(2, 4, 4)
+    path = str(tmp_path / "bytes.mrc")
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(values.view(np.int8))
+        if flags is not None:
+            extra = bytearray(bytes(mrc.header.extra2))
+            extra[40:48] = np.array([IMOD_STAMP, flags], dtype="<i4").tobytes()
+            mrc.header.extra2 = np.frombuffer(bytes(extra), dtype="V84")[0]
+    got, _ = read_volume(path)
+    assert got.dtype == expected
+    np.testing.assert_array_equal(got, values.view(expected))
