@@ -399,10 +399,13 @@ def batch_outputs(inputs: list[str], out_dir: str) -> list[str]:
         raise UserError(f"with several inputs, a directory, got {out_dir!r}", param="out")
     outputs, seen = [], {}
     for path in inputs:
-        if not os.path.isfile(path):
+        if os.path.isdir(path):  # a directory of TIFF slices
+            stem, ext = os.path.basename(os.path.normpath(path)), ".tif"
+        elif not os.path.isfile(path):
             raise UserError(f"no such file {path!r}", param="input_path")
-        stem, ext = os.path.splitext(os.path.basename(path))
-        ext = ext.lower()
+        else:
+            stem, ext = os.path.splitext(os.path.basename(path))
+            ext = ext.lower()
         if ext not in (*MRC_SUFFIXES, *TIFF_SUFFIXES, ".npy"):
             raise UserError(f"unsupported file type {ext!r} of {path!r}", param="input_path")
         if stem in seen:

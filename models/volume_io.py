@@ -155,6 +155,42 @@ def _read_tiff(path: str) -> tuple[np.ndarray, VolumeHeader]:
     return vol, VolumeHeader(sizes)
 
 
+def tiff_slices(path: str) -> list[str]:
+    """The .tif/.tiff files of a directory in natural order (``slice_2`` before ``slice_10``)."""
+    import re
+
+    names = [n for n in os.listdir(path) if _suffix(n) in TIFF_SUFFIXES]
+    key = [(re.sub(r"\d+", lambda m: f"{int(m[0]):012d}", n.lower()), n) for n in names]
+    return [os.path.join(path, n) for _, n in sorted(key)]
+
+
+def _read_tiff_dir(path: str) -> tuple[np.ndarray, VolumeHeader]:
+    """A directory of 2D TIFF slices (as tomopy/dxchange and many reconstruction programs write
+    them), stacked as sections in natural file-name order; the pixel size from the first."""
+    import tifffile
+
+    files = tiff_slices(path)
+    if not files:
+        raise ValueError("no .tif or .tiff files in the directory")
+    with _quiet_logger("tifffile"):
+        with tifffile.TiffFile(files[0]) as tif:
+            first = tif.asarray()
+            _, y, x = tiff_voxel_sizes(tif)
+        if first.ndim != 2:
+            raise ValueError(f"{os.path.basename(files[0])} is not a 2D slice ({first.shape})")
+        vol = np.empty((len(files), *first.shape), first.dtype)
+        vol[0] = first
+        for k, f in enumerate(files[1:], start=1):
+            img = tifffile.imread(f)
+            if img.shape != first.shape or img.dtype != first.dtype:
+                raise ValueError(
+                    f"{os.path.basename(f)} is {img.shape} {img.dtype}, the first slice "
+                    f"{first.shape} {first.dtype}"
+                )
+            vol[k] = img
+    return vol, VolumeHeader((None, y, x), note=f"{len(files)} TIFF slices read as sections")
+
+
 # what a strict read refuses that IMOD, ImageJ and Chimera read anyway: the MRC2000 stamps, which
 # older writers (and some current ones) leave blank
 _LENIENT_MRC = ("map id", "machine stamp")
@@ -224,7 +260,8 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, VolumeHeade
     Parameters
     ----------
     path : str
-        MRC (``.mrc .rec .map .st .ali``), TIFF (``.tif .tiff``) or NPY file.
+        MRC (``.mrc .rec .map .st .ali``), TIFF (``.tif .tiff``) or NPY file, or a directory
+        of 2D TIFF slices (sections, in natural file-name order).
     param : str
         The caller's parameter that named the file, for error messages (:class:`UserError`
         ``param``: the CLI shows its flag).
@@ -245,15 +282,19 @@ def read_volume(path: str, param: str = "path") -> tuple[np.ndarray, VolumeHeade
         unsupported dtype.
     """
     path = str(path)
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        suf = "dir"
+    elif not os.path.isfile(path):
         raise UserError(f"no such file {path!r}", param=param)
-    suf = _suffix(path)
+    else:
+        suf = _suffix(path)
     readers = {**dict.fromkeys(MRC_SUFFIXES, _read_mrc), **dict.fromkeys(TIFF_SUFFIXES, _read_tiff)}
     readers[".npy"] = lambda p: (np.load(p, allow_pickle=False), VolumeHeader())
+    readers["dir"] = _read_tiff_dir
     if suf not in readers:
         raise UserError(
             f"unsupported file type {suf!r} of {path!r} "
-            f"(use {', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)} or .npy)",
+            f"(use {', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)}, .npy or a directory of TIFF slices)",
             param=param,
         )
     try:

@@ -374,6 +374,17 @@ def test_several_tomograms_segment_into_a_directory_each_in_its_format(
     for name in ("a.mrc", "a_objects.mrc", "a.csv", "a.json", "b.mrc", "c.tif", "c_objects.tif"):
         assert (out / name).is_file(), name
     assert not (out / "d.tif").exists() and not (out / "d.json").exists()
+    slices = tmp_path / "e"  # a directory of TIFF slices joins the batch as e.tif
+    slices.mkdir()
+    for k, plane in enumerate(vol):
+        tifffile.imwrite(slices / f"e_{k:03d}.tif", plane, imagej=True,
+                         resolution=(1 / um, 1 / um), metadata={"unit": "um"})  # fmt: skip
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "segment", a, str(slices), "--model", str(undertrained), "--out",
+        str(tmp_path / "seg2"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert np.array_equal(tifffile.imread(tmp_path / "seg2" / "e.tif"), mrcfile.read(out / "a.mrc"))
     single = tmp_path / "single.tif"
     assert run_cli(monkeypatch, capsys, "segment", a, "--model", str(undertrained), "--out",
                    str(single))[0] == 0  # fmt: skip

@@ -134,3 +134,25 @@ def test_imod_byte_tomograms_are_read_unsigned_unless_flagged_signed(tmp_path, f
     got, _ = read_volume(path)
     assert got.dtype == expected
     np.testing.assert_array_equal(got, values.view(expected))
+
+
+def test_a_directory_of_tiff_slices_reads_as_sections_in_natural_order(tmp_path, vol):
+    d = tmp_path / "recon"
+    d.mkdir()
+    um = 0.04
+    for k in range(vol.shape[0]):  # slice_1 ... slice_6, written out of order
+        tifffile.imwrite(d / f"slice_{k + 1}.tiff", vol[k], resolution=(1 / um, 1 / um),
+                         imagej=True, metadata={"unit": "um"})  # fmt: skip
+    (d / "notes.txt").write_text("not a slice")
+    got, header = read_volume(str(d))
+    np.testing.assert_array_equal(got, vol)
+    assert header.voxel_nm[0] is None and header.voxel_nm[1:] == pytest.approx((40.0, 40.0))
+    assert "6 TIFF slices" in header.note
+    assert input_voxel_nm(None, header, str(d)) == (pytest.approx(40.0), "file header")
+    tifffile.imwrite(d / "slice_10.tif", vol[0, :5])  # another size
+    with pytest.raises(UserError, match=r"slice_10.tif is \(5, 8\)"):
+        read_volume(str(d))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no .tif or .tiff files"):
+        read_volume(str(empty))
