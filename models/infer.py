@@ -386,6 +386,8 @@ def upsample_instances(ids: np.ndarray, shape: tuple[int, int, int], planes: int
     shape = tuple(int(s) for s in shape)
     if tuple(ids.shape) == shape:
         return ids.astype(np.int32)
+    if not ids.any():
+        return np.zeros(shape, np.int32)
     near = np.where(ids > 0, ids, ndi.maximum_filter(ids, size=3)).astype(np.int32)
     zi, yi, xi = (nearest_index(n, m) for n, m in zip(ids.shape, shape, strict=True))
     near = near[:, yi][:, :, xi]  # in-plane nearest first: (Z', Y, X)

@@ -302,6 +302,8 @@ def assemble(
     records = _records(cell_ids, 1, class_names[1], None, 1)
     next_id = int(cell_ids.max(initial=0)) + 1
     for k, ids in enumerate(instances[1:], start=2):
+        if not ids.any():
+            continue
         ids = np.where(cell_ids > 0, ids, 0)
         labels[ids > 0] = k
         recs = _records(ids, k, class_names[k], cell_ids, next_id)
