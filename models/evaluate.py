@@ -421,7 +421,8 @@ def evaluate_checkpoint(
 
 # --- sparse labels of a real tomogram -------------------------------------------------------------
 
-UNMAPPED = np.iinfo(np.int64).min  # a predicted id that no label equals
+# a predicted id that no label equals; label ids are int32 (4 bytes a voxel on real tomograms)
+UNMAPPED = np.iinfo(np.int32).min
 POLARITY = "above the Otsu threshold = cell (LAC: cells absorb more than the ice around them)"
 
 
@@ -454,7 +455,7 @@ def parse_class_map(text: str | None, class_names: list[str]) -> tuple[np.ndarra
     Model classes neither named nor merged are unmapped: on a labelled voxel they are wrong.
     """
     if not text:
-        return np.arange(len(class_names), dtype=np.int64), {
+        return np.arange(len(class_names), dtype=np.int32), {
             n: i for i, n in enumerate(class_names)
         }
     named: dict[str, int] = {}
@@ -474,7 +475,7 @@ def parse_class_map(text: str | None, class_names: list[str]) -> tuple[np.ndarra
                 "or 'cell' for every non-background class)",
                 param="map",
             )
-    lut = np.full(len(class_names), UNMAPPED, np.int64)
+    lut = np.full(len(class_names), UNMAPPED, np.int32)
     for k, name in enumerate(class_names):
         if name in named:
             lut[k] = named[name]
@@ -522,12 +523,12 @@ def otsu_baselines(raw: np.ndarray, fov_inset: float, fg: int, bg: int) -> dict:
     for name, region in (("otsu_global", None), ("otsu_fov", fov)):
         t = otsu_threshold(raw if region is None else raw[region])
         above = raw > t if region is None else (raw > t) & region
-        out[name] = (np.where(above, fg, bg).astype(np.int64), t)
+        out[name] = (np.where(above, np.int32(fg), np.int32(bg)), t)  # no int64 temporary
     return out
 
 
 def _read_real(real: str, real_labels: str, ignore: int):
-    """``(tomogram, labels int64, the tomogram's VolumeHeader)`` of ``--real`` / ``--real-labels``."""
+    """``(tomogram, labels int32, the tomogram's VolumeHeader)`` of ``--real`` / ``--real-labels``."""
     from models.volume_io import read_volume
 
     raw, header = read_volume(real, "real")
@@ -541,7 +542,10 @@ def _read_real(real: str, real_labels: str, ignore: int):
         )
     if lab.dtype.kind == "f" and not np.array_equal(lab, np.round(lab)):
         raise UserError(f"{real_labels!r} holds non-integer values", param="real_labels")
-    lab = lab.astype(np.int64)
+    info = np.iinfo(np.int32)
+    if lab.size and (lab.min() < info.min + 1 or lab.max() > info.max):
+        raise UserError(f"{real_labels!r} holds ids outside the int32 range", param="real_labels")
+    lab = lab.astype(np.int32)
     if not np.any(lab != ignore):
         raise UserError(
             f"every voxel of {real_labels!r} is {ignore} (unlabelled)", param="real_labels"
