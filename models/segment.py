@@ -203,16 +203,11 @@ def _records(ids: np.ndarray, class_id: int, name: str, cell_ids: np.ndarray | N
 
 
 def postprocess(
-    classes: np.ndarray,
-    class_names: list[str],
-    voxel_nm: float,
-    *,
-    sigma: float = 1.0,
-    overrides: dict[str, ClassPost] | None = None,
-    scale: float = 1.0,
+    classes: np.ndarray, class_names: list[str], voxel_nm: float, **clean
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Nested post-processing of the predicted classes (see the module docstring):
-    :func:`clean_instances`, then :func:`assemble`.
+    :func:`clean_instances` (``clean``: its ``sigma``, ``overrides``, ``scale``), then
+    :func:`assemble`.
 
     Returns
     -------
@@ -223,9 +218,7 @@ def postprocess(
         ``id, class_id, class, cell`` (the containing cell's id), ``slice`` (bounding box) and
         ``mask`` (the object's voxels inside it).
     """
-    instances = clean_instances(
-        classes, class_names, voxel_nm, sigma=sigma, overrides=overrides, scale=scale
-    )
+    instances = clean_instances(classes, class_names, voxel_nm, **clean)
     return assemble(instances, class_names, classes.shape)
 
 
