@@ -83,9 +83,13 @@ class CutProxy:
         for c in conns:
             try:
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # RST
-                c.close()
+                # close() alone releases nothing while a pump thread is blocked in recv() on the
+                # socket: the client would wait out its request timeout (60 s) on a connection
+                # that looks alive; shutdown() wakes that recv, as a server going away would
+                c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            c.close()
 
     @property
     def running(self) -> bool:

@@ -186,8 +186,8 @@ def run_ray(
 ) -> list[dict]:
     """Build ``specs`` on a pool of Ray actors of the connected cluster (see module docstring).
 
-    On a shard failure no new shard is started; those in flight finish (and are committed), then
-    :class:`ShardFailed` is raised for the first failure. ``on_ready`` is called once every actor
+    On a shard failure no new shard is started and those queued on an actor are cancelled; those
+    running finish (and are committed), then :class:`ShardFailed` is raised for the first failure. ``on_ready`` is called once every actor
     has been constructed (benchmarks time the steady state from there).
 
     Returns the shards' slim records; with ``on_record`` each is handed to it instead and the list
@@ -338,6 +338,15 @@ class _ActorPool:
                 on_progress(name, done)
         return self.progress.take.remote()
 
+    def _cancel_queued(self) -> None:
+        """After a failure: builds still queued on an actor are cancelled (running ones finish
+        and commit). A lost store would otherwise make each queued shard simulate its samples
+        and then retry every request against it before failing too."""
+        for ref in self.inflight:
+            if ref not in self.cancelled:
+                self.ray.cancel(ref)
+                self.cancelled.add(ref)
+
     def _settle(self, ref, on_progress: ProgressFn | None, on_record: RecordFn) -> None:
         """A probe or a build finished: requeue, record the failure, or hand the record on."""
         ray = self.ray
@@ -360,6 +369,7 @@ class _ActorPool:
                 self.pending.appendleft(spec)  # retired on purpose: a live actor builds it
             elif self.failure is None:
                 self.failure = _failure(spec, err)
+                self._cancel_queued()
             return
         if on_progress is not None and self.seen.pop(spec.name, 0) < spec.nsamples:
             on_progress(spec.name, spec.nsamples)
