@@ -266,19 +266,32 @@ def normalize_volume(volume: np.ndarray, normalization: dict | None) -> np.ndarr
 
 
 def resample(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Trilinear resampling of a (Z, Y, X) volume, or of each channel of a (C, Z, Y, X) one, onto
-    a grid of ``shape`` (Z', Y', X') covering the same field (voxel centres, ``align_corners``
-    False). Returns float32; the input itself when the shape is unchanged."""
+    """Resample a (Z, Y, X) volume, or each channel of a (C, Z, Y, X) one, onto a grid of
+    ``shape`` (Z', Y', X') covering the same field (voxel centres, ``align_corners`` False).
+
+    An axis that shrinks is first averaged over each output voxel's footprint (area, i.e.
+    adaptive average pooling), then every axis is interpolated trilinearly onto ``shape`` (a
+    no-op where the pooling already gave it). Trilinear interpolation alone would pick one input
+    voxel in (1/zoom)³ around each output voxel: a tomogram four times finer than the model's
+    grid would keep the noise of its own voxels, aliased, where a reconstruction at the coarser
+    voxel size averages it (binned detector pixels). Returns float32; the input itself when the
+    shape is unchanged.
+    """
     shape = tuple(int(s) for s in shape)
     if tuple(volume.shape[-3:]) == shape:
         return np.asarray(volume, dtype=np.float32)
     t = torch.from_numpy(np.require(volume, dtype=np.float32, requirements=["C", "W"]))
     t = t[None, None] if t.ndim == 3 else t[None]
+    pooled = tuple(min(n, s) for n, s in zip(t.shape[-3:], shape, strict=True))
     out = []
     for c in range(t.shape[1]):  # one channel at a time bounds the peak memory
-        r = torch.nn.functional.interpolate(
-            t[:, c : c + 1], size=shape, mode="trilinear", align_corners=False
-        )
+        r = t[:, c : c + 1]
+        if pooled != tuple(r.shape[-3:]):
+            r = torch.nn.functional.adaptive_avg_pool3d(r, pooled)
+        if pooled != shape:
+            r = torch.nn.functional.interpolate(
+                r, size=shape, mode="trilinear", align_corners=False
+            )
         out.append(r[0, 0].numpy())
     return out[0] if volume.ndim == 3 else np.stack(out)
 

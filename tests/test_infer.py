@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from factory.errors import UserError
 from models.infer import (
@@ -21,15 +22,47 @@ from models.infer import (
     ("shape", "out"),
     [((4, 10, 12, 14), (25, 30, 7)), ((3, 33, 20, 20), (16, 40, 41)), ((2, 5, 6, 7), (40, 3, 50))],
 )
-def test_upsample_argmax_is_the_argmax_of_the_resampled_probabilities(shape, out):
+def test_upsample_argmax_is_the_argmax_of_the_trilinearly_resampled_probabilities(shape, out):
     probs = np.random.default_rng(1).random(shape).astype(np.float32)
-    expected = resample(probs, out).argmax(0)
+    expected = _trilinear(probs, out).argmax(0)
     for planes in (1, 3, 64):
         got = upsample_argmax(probs, out, planes=planes)
         assert got.dtype == np.uint8 and got.shape == out
         np.testing.assert_array_equal(got, expected)
     same = upsample_argmax(probs, shape[1:])
     np.testing.assert_array_equal(same, probs.argmax(0))
+
+
+def _trilinear(volume: np.ndarray, shape) -> np.ndarray:
+    t = torch.from_numpy(volume)[None]
+    return torch.nn.functional.interpolate(t, size=shape, mode="trilinear")[0].numpy()
+
+
+def test_resample_up_is_trilinear_and_down_is_the_block_mean():
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(12, 16, 20)).astype(np.float32)
+    np.testing.assert_allclose(resample(vol, (24, 40, 21)), _trilinear(vol[None], (24, 40, 21))[0],
+                               atol=1e-6)  # fmt: skip
+    blocks = vol.reshape(3, 4, 4, 4, 5, 4).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(resample(vol, (3, 4, 5)), blocks, atol=1e-6)
+    # mixed: Z shrinks (area), X grows (trilinear) and the field is kept
+    mixed = resample(np.broadcast_to(np.arange(20, dtype=np.float32), (12, 16, 20)), (5, 16, 33))
+    assert mixed.shape == (5, 16, 33)
+    np.testing.assert_allclose(mixed[0, 0], mixed[4, 15], atol=1e-6)
+    assert 0 <= mixed[0, 0, 0] < 1 and 18 < mixed[0, 0, -1] <= 19
+
+
+def test_resample_to_a_coarser_grid_averages_the_noise_instead_of_aliasing_it():
+    # a tomogram 4x finer than the model's grid, white noise on a constant: at the model's voxel
+    # size the noise is that of (96/n)³ voxels averaged, as a coarser reconstruction's
+    noise = np.random.default_rng(4).normal(size=(96, 96, 96)).astype(np.float32)
+    for shape in ((24, 24, 24), (37, 37, 37)):  # integer and non-integer factors
+        got = resample(noise + 5.0, shape)
+        assert got.shape == shape
+        assert abs(float(got.mean()) - 5.0) < 0.02
+        assert float(got.std()) < 1.25 / np.sqrt((96 / shape[0]) ** 3), float(got.std())
+    # trilinear sampling alone keeps most of it
+    assert float(_trilinear(noise[None], (24, 24, 24)).std()) > 0.3
 
 
 def test_model_grid_keeps_the_field():

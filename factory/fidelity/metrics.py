@@ -50,18 +50,21 @@ def fov_mask(shape: tuple[int, int, int], inset: float) -> np.ndarray:
 
 
 def resample(volume: np.ndarray, voxel_nm: float, target_nm: float) -> np.ndarray:
-    """Resample a ``(Z, Y, X)`` volume from ``voxel_nm`` to ``target_nm`` (trilinear).
+    """Resample a ``(Z, Y, X)`` volume from ``voxel_nm`` to ``target_nm`` as inference does
+    (:func:`models.infer.resample`: averaged over each coarser voxel's footprint, trilinear
+    where finer; voxel edges aligned); every axis keeps at least one voxel.
 
-    Uses :func:`scipy.ndimage.zoom` with ``order=1`` and ``grid_mode=True`` (voxel edges aligned,
-    zoom factor exactly ``voxel_nm / target_nm``); every axis keeps at least one voxel.
+    Averaging matters here: the noise and spectrum metrics of a tomogram finer than the dataset
+    would otherwise measure its own voxels' noise, aliased, not what it looks like at the
+    dataset's voxel size.
     """
+    from models.infer import resample as resample_to
+
     factor = float(voxel_nm) / float(target_nm)
     vol = np.asarray(volume, dtype=np.float32)
     if abs(factor - 1.0) < 1e-6:
         return vol
-    out_shape = [max(1, int(round(n * factor))) for n in vol.shape]
-    zooms = [o / n for o, n in zip(out_shape, vol.shape, strict=True)]
-    return ndimage.zoom(vol, zooms, order=1, mode="nearest", grid_mode=True).astype(np.float32)
+    return resample_to(vol, tuple(max(1, int(round(n * factor))) for n in vol.shape))
 
 
 def prepare_volume(volume: np.ndarray, normalization: dict) -> np.ndarray:
