@@ -89,7 +89,8 @@ def train_cmd(
         "--preset",
         help="training preset: cpu (small network, minutes on a laptop), cpu-quality (a "
         "channel-stacked U-Net with the SimAQ augmentations, about 30 min on 2 cores), "
-        "cpu-quality-light (the README's quality recipe: flips and intensity only, about 40 min) "
+        "cpu-quality-light (the README's quality recipe: flips and intensity only, about 40 min), "
+        "cpu-10min (cpu-quality's network for 600 steps, cpu's time: the zero-shot recipe) "
         "or reference (the SimAQ network, for a GPU); default: reference with --use-gpu, else cpu",
     ),
     address: str | None = typer.Option(

@@ -565,6 +565,9 @@ def test_train_config_layers_preset_file_set_and_flags():
     assert (a.flip_p, a.brightness_p, a.contrast_p) == (0.5, 0.3, 0.3)  # kept
     assert (a.elastic_p, a.crop_p, a.blur_p, a.invert_p, a.noise_p) == (0, 0, 0, 0, 0.1)
     assert TRAIN_PRESETS["cpu-quality"].get("augment") is None  # the preset it extends unchanged
+    ten = parse_train_config(preset="cpu-10min")
+    assert ten.arch() == {**q.arch(), "axis": 1} and ten.epochs * ten.steps_per_epoch == 600
+    assert ten.augment == q.augment and ten.lr_schedule == "cosine"
 
 
 def test_few_shot_real_data_in_another_axis_order_loads_as_zyx(small_dataset, tmp_path):
