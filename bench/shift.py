@@ -7,7 +7,7 @@ as ``bench/transfer.py`` scores one sample: ``evaluate --real`` with sparse cell
 peer is the unshifted sample (``baseline``), measured in the same run::
 
     python bench/shift.py --model RUN [--preset capillary] [--seed 11] [--indices 3 4 5]
-        [--only NAME ...] [--set KEY=VALUE ...] [--out DIR]
+        [--only NAME ...] [--set KEY=VALUE ...] [--out DIR] [--keep-volumes]
 
 Prints one row per shift: mean cell IoU of the model and of the Otsu baseline inside the field of
 view, the change against ``baseline``, and the load average. Writes ``shift.json`` in ``--out``.
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override applied to every sample, the baseline's included")  # fmt: skip
     ap.add_argument("--only", nargs="+", choices=sorted(SHIFTS), help="these shifts only")
-    ap.add_argument("--out", default=None, help="keep tomograms, labels and reports here")
+    ap.add_argument("--out", default=None, help="write the reports (and the volumes) here")
+    ap.add_argument("--keep-volumes", action="store_true",
+                    help="keep every simulated volume (about 0.3 GB a sample at 256³)")  # fmt: skip
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="simaq-shift-")).resolve()
     names = ["baseline"] + [n for n in (args.only or SHIFTS) if n != "baseline"]
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = [transfer(args.model, out / name / str(i), args.preset, args.seed, i,
                          sets=(*args.set, *sets))
                 for i in args.indices]  # fmt: skip
+        if not args.keep_volumes:  # the records, reports and pictures stay
+            for path in (out / name).rglob("*.mrc"):
+                path.unlink()
         model = [r["cell_iou"]["model"] for r in runs]
         otsu = [r["cell_iou"]["otsu_fov"] for r in runs]
         rows[name] = {"what": what, "set": list(sets), "model": model, "otsu_fov": otsu}

@@ -37,5 +37,6 @@ def test_shift_bench_applies_each_shift_and_scores_it_beside_the_baseline(
     assert '"photons_per_pixel": 300.0' not in text["baseline"]
     assert '"medium_extra_lac_per_um": 0.15' in text["dense-medium"]
     assert '"medium_extra_lac_per_um": 0.15' not in text["baseline"]
+    assert not list(out.rglob("*.mrc"))  # the volumes are removed unless --keep-volumes
     table = capsys.readouterr().out
     assert "| baseline |" in table and "| low-dose |" in table and "| dense-medium |" in table
