@@ -40,13 +40,11 @@ def sparse_cell_labels(labels: np.ndarray, fov_inset_px: float = 5.0) -> np.ndar
     """Cell/void labels on every 48th Z plane and two Y planes, inside the reconstruction's field
     of view only (the (Z, X) circle of radius min(Z, X)/2 − inset: an annotator labels what the
     tomogram shows); uint8, 255 = unlabelled."""
-    nz, _, nx = labels.shape
-    zz, xx = np.ogrid[:nz, :nx]
-    r = min(nz, nx) / 2 - fov_inset_px
-    fov = ((zz - (nz - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 <= r * r)[:, None, :]
-    dense = np.where(fov, labels > 0, UNLABELLED).astype(np.uint8)
+    from factory.fidelity.metrics import fov_mask
+
+    dense = np.where(fov_mask(labels.shape, fov_inset_px), labels > 0, UNLABELLED).astype(np.uint8)
     sparse = np.full(labels.shape, UNLABELLED, np.uint8)
-    for z in range(32, nz, 48):
+    for z in range(32, labels.shape[0], 48):
         sparse[z] = dense[z]
     for y in (labels.shape[1] * 3 // 8, labels.shape[1] * 5 // 8):
         sparse[:, y] = dense[:, y]

@@ -187,8 +187,9 @@ def run_ray(
     """Build ``specs`` on a pool of Ray actors of the connected cluster (see module docstring).
 
     On a shard failure no new shard is started and those queued on an actor are cancelled; those
-    running finish (and are committed), then :class:`ShardFailed` is raised for the first failure. ``on_ready`` is called once every actor
-    has been constructed (benchmarks time the steady state from there).
+    running finish (and are committed), then :class:`ShardFailed` is raised for the first failure.
+    ``on_ready`` is called once every actor has been constructed (benchmarks time the steady
+    state from there).
 
     Returns the shards' slim records; with ``on_record`` each is handed to it instead and the list
     returned is empty. ``on_progress`` hears of shards in flight only (at most once more per
